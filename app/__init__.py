@@ -1,0 +1,64 @@
+"""The platform's Flask application factory."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask
+
+from app.config import Settings, get_settings
+
+
+def create_app(settings: Settings | None = None, config: dict[str, Any] | None = None) -> Flask:
+    settings = settings or get_settings()
+    from app import db
+    from app.auth.tokens import TokenVerifier
+    from app.logging import configure_logging
+
+    configure_logging(settings.log_level)
+    db.configure(settings.database_url)
+
+    app = Flask(__name__)
+    app.config.update(
+        DC_SETTINGS=settings,
+        MAX_CONTENT_LENGTH=settings.max_content_length,
+        API_TITLE="DistributedCompute",
+        API_VERSION="v1",
+        OPENAPI_VERSION="3.0.3",
+        OPENAPI_URL_PREFIX="/api",
+        OPENAPI_JSON_PATH="openapi.json",
+        OPENAPI_REDOC_PATH="/docs",
+        OPENAPI_REDOC_URL="https://cdn.jsdelivr.net/npm/redoc@2/bundles/redoc.standalone.js",
+        OPENAPI_SWAGGER_UI_PATH="/swagger",
+        OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist/",
+        API_SPEC_OPTIONS={
+            "info": {"description": "GPU rental marketplace: hosts list machines, renters rent "
+                                    "them by the minute. Money is a decimal string."},
+            "components": {"securitySchemes": {
+                "bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}}},
+        },
+        SOCK_SERVER_OPTIONS={"ping_interval": 25, "max_message_size": 64 * 1024},
+        JSON_SORT_KEYS=False,
+    )
+    if config:
+        app.config.update(config)
+
+    app.extensions["dc_token_verifier"] = TokenVerifier(settings)
+
+    from app import web
+    from app.errors import register_error_handlers
+    from app.extensions import api, sock
+
+    web.init_app(app)
+    api.init_app(app)
+    sock.init_app(app)
+    register_error_handlers(app)  # after Api so our handlers win
+
+    from app.blueprints import register_blueprints
+
+    register_blueprints(app, api)
+
+    from app.cli import register_cli
+
+    register_cli(app)
+    return app

@@ -1,0 +1,3 @@
+from flask_smorest import Blueprint
+
+blp = Blueprint("billing", __name__, url_prefix="/api/v1", description="Billing")

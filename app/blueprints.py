@@ -1,0 +1,26 @@
+"""Every domain's blueprint and the agent socket, registered in one place."""
+
+from __future__ import annotations
+
+from flask import Flask
+from flask_smorest import Api
+
+
+def register_blueprints(app: Flask, api: Api) -> None:
+    from app.auth.routes import blp as auth_blp
+    from app.billing.routes import blp as billing_blp
+    from app.fleet.routes import blp as fleet_blp
+    from app.marketplace.routes import blp as marketplace_blp
+    from app.pricing.routes import blp as pricing_blp
+    from app.proxy.routes import blp as proxy_blp
+    from app.rentals.routes import blp as rentals_blp
+
+    for blp in (auth_blp, fleet_blp, marketplace_blp, rentals_blp, billing_blp, proxy_blp,
+                pricing_blp):
+        api.register_blueprint(blp)
+
+    # Not part of the public REST API (no OpenAPI entries): the agent socket and the ops pages.
+    from app.ops.routes import blp as ops_blp
+    from app.ws import routes as _ws_routes  # noqa: F401  (registers /ws/agent on `sock`)
+
+    app.register_blueprint(ops_blp)

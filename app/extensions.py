@@ -1,0 +1,5 @@
+from flask_smorest import Api
+from flask_sock import Sock
+
+api = Api()
+sock = Sock()

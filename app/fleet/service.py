@@ -1,0 +1,150 @@
+"""Host nodes: registration, ownership, settings and keys. Functions never commit."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import select, tuple_
+from sqlalchemy.orm import Session
+
+from app.auth.models import User
+from app.auth.node_keys import NewKey, issue_key
+from app.enums import NodeStatus
+from app.errors import Conflict, NotFound
+from app.fleet.events import node_changed
+from app.fleet.models import HostNode
+from app.fleet.state import transition_node
+from app.money import to_wire
+from app.pagination import decode_cursor, encode_cursor
+
+
+def _pricing_json(pricing: dict[str, Any]) -> dict[str, Any]:
+    out = {"hourly_rate": to_wire(pricing["hourly_rate"]),
+           "auto_match_market": bool(pricing.get("auto_match_market", False))}
+    if pricing.get("min_hourly_rate") is not None:
+        out["min_hourly_rate"] = to_wire(pricing["min_hourly_rate"])
+    return out
+
+
+def _location_json(location: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in location.items() if v is not None}
+
+
+def _specs_json(specs: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in specs.items() if v is not None}
+
+
+def register_node(session: Session, *, owner: User, name: str | None, specs: dict[str, Any],
+                  pricing: dict[str, Any], location: dict[str, Any]) -> tuple[HostNode, NewKey]:
+    node = HostNode(
+        owner_id=owner.id,
+        name=name or f"{specs['gpu_count']}x {specs['gpu_model']}",
+        specs=_specs_json(specs),
+        pricing=_pricing_json(pricing),
+        location=_location_json(location),
+        status=NodeStatus.OFFLINE,
+    )
+    session.add(node)
+    session.flush()
+    key = issue_key(session, node_id=node.id)
+    session.refresh(node)
+    return node, key
+
+
+def get_owned_node(session: Session, *, owner: User, node_id: uuid.UUID,
+                   lock: bool = False) -> HostNode:
+    """The node when `owner` owns it; 404 otherwise (never reveal another host's node)."""
+    query = select(HostNode).where(HostNode.id == node_id, HostNode.owner_id == owner.id)
+    if lock:
+        query = query.with_for_update()
+    node = session.execute(query).scalar_one_or_none()
+    if node is None:
+        raise NotFound("No such node.")
+    return node
+
+
+def list_nodes(session: Session, *, owner: User, limit: int,
+               cursor: str | None) -> tuple[list[HostNode], str | None]:
+    query = select(HostNode).where(HostNode.owner_id == owner.id)
+    after = decode_cursor(cursor, (str, str))
+    if after is not None:
+        try:
+            after_id = uuid.UUID(after[1])
+        except ValueError:
+            from app.errors import ValidationFailed
+
+            raise ValidationFailed("The cursor is not valid.",
+                                   errors={"cursor": ["Invalid cursor."]}) from None
+        query = query.where(
+            tuple_(HostNode.created_at, HostNode.id) < tuple_(_parse_time(after[0]), after_id))
+    rows = list(session.execute(
+        query.order_by(HostNode.created_at.desc(), HostNode.id.desc()).limit(limit + 1)
+    ).scalars())
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        last = rows[-1]
+        next_cursor = encode_cursor([last.created_at.isoformat(), str(last.id)])
+    return rows, next_cursor
+
+
+def _parse_time(value: str):  # type: ignore[no-untyped-def]
+    from datetime import datetime
+
+    from app.errors import ValidationFailed
+
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        raise ValidationFailed("The cursor is not valid.",
+                               errors={"cursor": ["Invalid cursor."]}) from None
+
+
+def update_node(session: Session, *, owner: User, node_id: uuid.UUID,
+                changes: dict[str, Any]) -> HostNode:
+    node = get_owned_node(session, owner=owner, node_id=node_id, lock=True)
+    if "name" in changes:
+        node.name = changes["name"]
+    if "pricing" in changes:
+        node.pricing = _pricing_json(changes["pricing"])
+    if "location" in changes:
+        node.location = _location_json(changes["location"])
+    if "status" in changes:
+        set_maintenance(session, node, changes["status"] == "maintenance")
+    node_changed(session, node.id)
+    session.flush()
+    session.refresh(node)
+    return node
+
+
+def set_maintenance(session: Session, node: HostNode, on: bool) -> None:
+    if on:
+        if node.status == NodeStatus.BUSY:
+            raise Conflict("The node has a running rental; drain it and wait for the rental to end.")
+        node.maintenance = True
+        if node.status != NodeStatus.OFFLINE:
+            transition_node(session, node, NodeStatus.MAINTENANCE, reason="host maintenance")
+    else:
+        node.maintenance = False
+        if node.status == NodeStatus.MAINTENANCE:
+            # Back to service: online only if the agent is still heard from.
+            online = node.last_seen_at is not None and _recently_seen(node)
+            transition_node(session, node, NodeStatus.ONLINE if online else NodeStatus.OFFLINE,
+                            reason="host ended maintenance")
+
+
+def _recently_seen(node: HostNode) -> bool:
+    from datetime import timedelta
+
+    from app.config import get_settings
+    from app.db import utcnow
+
+    assert node.last_seen_at is not None
+    timeout = timedelta(seconds=get_settings().heartbeat_timeout_seconds)
+    return utcnow() - node.last_seen_at <= timeout
+
+
+def rotate_key(session: Session, *, owner: User, node_id: uuid.UUID) -> NewKey:
+    node = get_owned_node(session, owner=owner, node_id=node_id, lock=True)
+    return issue_key(session, node_id=node.id)

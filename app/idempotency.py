@@ -1,0 +1,80 @@
+"""Idempotency-Key support: the same key from the same user returns the first result."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import DateTime, ForeignKey, Integer, String, select, text
+from sqlalchemy.dialects.postgresql import JSONB, UUID, insert
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from app.db import Base
+from app.errors import Conflict, ValidationFailed
+
+
+class IdempotencyKey(Base):
+    __tablename__ = "idempotency_keys"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    endpoint: Mapped[str] = mapped_column(String(255), nullable=False)
+    fingerprint: Mapped[str] = mapped_column(String(64), nullable=False)
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    response: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False,
+                                                 server_default=text("now()"))
+
+
+def fingerprint(payload: Any) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def validate_key(key: str | None) -> str | None:
+    if key is None:
+        return None
+    key = key.strip()
+    if not key or len(key) > 255 or not key.isprintable():
+        raise ValidationFailed("Idempotency-Key must be 1-255 printable characters.",
+                               errors={"Idempotency-Key": ["Invalid value."]})
+    return key
+
+
+def claim(session: Session, *, user_id: uuid.UUID, key: str, endpoint: str,
+          payload: Any) -> tuple[int, dict[str, Any]] | None:
+    """Reserve `key` for this request inside the caller's transaction.
+
+    Returns the stored (status, body) when the key was already used for the same request, None
+    when this request holds the key now (the caller must :func:`record` its answer before commit).
+    A concurrent request with the same key waits on the row lock and then sees the stored answer.
+    """
+    fp = fingerprint(payload)
+    inserted = session.execute(
+        insert(IdempotencyKey)
+        .values(user_id=user_id, key=key, endpoint=endpoint, fingerprint=fp)
+        .on_conflict_do_nothing()
+        .returning(IdempotencyKey.key)
+    ).first()
+    if inserted is not None:
+        return None
+    row = session.execute(
+        select(IdempotencyKey).where(IdempotencyKey.user_id == user_id, IdempotencyKey.key == key)
+        .with_for_update()
+    ).scalar_one()
+    if row.endpoint != endpoint or row.fingerprint != fp:
+        raise Conflict("This Idempotency-Key was already used for a different request.")
+    if row.status_code is None or row.response is None:
+        raise Conflict("A request with this Idempotency-Key is still in progress.")
+    return row.status_code, row.response
+
+
+def record(session: Session, *, user_id: uuid.UUID, key: str, status_code: int,
+           body: dict[str, Any]) -> None:
+    row = session.get(IdempotencyKey, (user_id, key))
+    assert row is not None
+    row.status_code = status_code
+    row.response = json.loads(json.dumps(body, default=str))

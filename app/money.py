@@ -1,0 +1,62 @@
+"""Money: Decimal end to end, 4 places, rounded in one place with one rule (half up)."""
+
+from __future__ import annotations
+
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from typing import Any
+
+from marshmallow import ValidationError, fields
+
+PLACES = Decimal("0.0001")
+MAX_AMOUNT = Decimal("1000000000")
+
+
+def quantize(value: Decimal) -> Decimal:
+    """The platform's only rounding rule: 4 decimal places, half away from zero."""
+    return value.quantize(PLACES, rounding=ROUND_HALF_UP)
+
+
+def to_wire(value: Decimal) -> str:
+    return str(quantize(Decimal(value)))
+
+
+class Money(fields.Field):
+    """A decimal string with at most 4 places on the wire; floats are refused (they are inexact)."""
+
+    default_error_messages = {
+        "invalid": "Must be a decimal string such as \"12.5000\".",
+        "float": "Send money as a string, not a JSON number, to keep it exact.",
+        "places": "At most 4 decimal places.",
+        "range": "Must be greater than {min} and at most {max}.",
+    }
+
+    def __init__(self, *, positive: bool = True, allow_zero: bool = False, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.positive = positive
+        self.allow_zero = allow_zero
+
+    def _serialize(self, value: Any, attr: Any, obj: Any, **kwargs: Any) -> str | None:
+        if value is None:
+            return None
+        return to_wire(Decimal(value))
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> Decimal:
+        if isinstance(value, float):
+            raise self.make_error("float")
+        if isinstance(value, bool) or not isinstance(value, (str, int)):
+            raise self.make_error("invalid")
+        try:
+            number = Decimal(str(value).strip())
+        except InvalidOperation:
+            raise self.make_error("invalid") from None
+        if not number.is_finite():
+            raise self.make_error("invalid")
+        exponent = number.as_tuple().exponent
+        if isinstance(exponent, int) and exponent < -4:
+            raise self.make_error("places")
+        low = Decimal(0)
+        if self.positive and (number < low or (number == low and not self.allow_zero)):
+            raise ValidationError(self.error_messages["range"].format(min="0" if not self.allow_zero else "or equal to 0", max=MAX_AMOUNT))
+        if number > MAX_AMOUNT:
+            raise ValidationError(self.error_messages["range"].format(min=0, max=MAX_AMOUNT))
+        return quantize(number)

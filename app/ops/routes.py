@@ -1,0 +1,3 @@
+from flask_smorest import Blueprint
+
+blp = Blueprint("ops", __name__, url_prefix="", description="Operations")

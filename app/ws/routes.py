@@ -1,0 +1,1 @@
+"""The agent WebSocket endpoint /ws/agent (flask-sock). See app/ws/bridge.py."""

@@ -1,0 +1,58 @@
+"""Worker middleware: database set-up per process, structured logs per actor run."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import dramatiq
+from dramatiq.middleware import Middleware
+
+from app.config import get_settings
+from app.logging import configure_logging, correlation_id
+
+log = logging.getLogger("workers")
+
+
+class ProcessSetup(Middleware):
+    def after_process_boot(self, broker: dramatiq.Broker) -> None:
+        from app import db
+
+        settings = get_settings()
+        configure_logging(settings.log_level)
+        db.configure(settings.database_url)
+
+
+class ActorLog(Middleware):
+    """One JSON line per actor run, carrying the correlation id from the message options."""
+
+    def before_process_message(self, broker: dramatiq.Broker, message: Any) -> None:
+        message.options["_dc_started"] = time.monotonic()
+        correlation_id.set(message.options.get("correlation_id") or _guess_id(message))
+
+    def after_process_message(self, broker: dramatiq.Broker, message: Any, *,
+                              result: Any = None, exception: BaseException | None = None) -> None:
+        started = message.options.pop("_dc_started", None)
+        elapsed = (time.monotonic() - started) * 1000 if started else None
+        log.log(logging.ERROR if exception else logging.INFO, "actor run",
+                extra={"actor": message.actor_name, "message_id": message.message_id,
+                       "queue": message.queue_name, "ok": exception is None,
+                       "error": repr(exception) if exception else None,
+                       "duration_ms": round(elapsed, 2) if elapsed is not None else None,
+                       "retries": message.options.get("retries", 0)})
+        correlation_id.set(None)
+
+    after_skip_message = after_process_message
+
+
+def _guess_id(message: Any) -> str | None:
+    for value in list(message.args) + list(message.kwargs.values()):
+        if isinstance(value, str) and len(value) == 36 and value.count("-") == 4:
+            return value
+    return None
+
+
+def install(broker: dramatiq.Broker) -> None:
+    broker.add_middleware(ProcessSetup())
+    broker.add_middleware(ActorLog())

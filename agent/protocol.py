@@ -21,7 +21,6 @@ from marshmallow import (
     fields,
     validate,
     validates,
-    validates_schema,
 )
 
 PROTOCOL_VERSION = 1
@@ -300,7 +299,7 @@ def decode_from_platform(raw: str | bytes) -> Message:
     return decode(raw, allowed=PLATFORM_EVENTS)
 
 
-def encode(event: str, data: dict[str, Any], id: str | None = None) -> str:  # noqa: A002
+def encode(event: str, data: dict[str, Any], id: str | None = None) -> str:
     """Serialize one frame; `data` is validated against the event's schema first."""
     schema = _SCHEMAS.get(event)
     if schema is None:

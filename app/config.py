@@ -93,7 +93,7 @@ class _Reader:
             return None
         return value.strip()
 
-    def str(self, name: str, default: str | None = None, *, secret: bool = False,
+    def text(self, name: str, default: str | None = None, *, secret: bool = False,
             dev_default: str | None = None, optional: bool = False) -> Any:
         value = self.raw(name)
         if value is not None:
@@ -118,7 +118,7 @@ class _Reader:
 
     def url(self, name: str, schemes: tuple[str, ...], default: str | None = None,
             dev_default: str | None = None) -> str:
-        value = self.str(name, default, dev_default=dev_default)
+        value: str = self.text(name, default, dev_default=dev_default)
         if value:
             parsed = urlparse(value)
             if parsed.scheme not in schemes or not (parsed.netloc or parsed.path):
@@ -195,14 +195,14 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dotenv: bool = Tr
     redis_url = r.url("REDIS_URL", ("redis", "rediss", "unix"), dev_default="redis://127.0.0.1:6379/0")
     influxdb_url = r.url("INFLUXDB_URL", ("http", "https"), dev_default="http://127.0.0.1:8086")
 
-    clerk_jwt_key_raw = r.str("CLERK_JWT_KEY", optional=True)
+    clerk_jwt_key_raw = r.text("CLERK_JWT_KEY", optional=True)
     try:
         clerk_jwt_key = _read_pem(clerk_jwt_key_raw)
     except OSError as exc:
         problems.append(f"CLERK_JWT_KEY: cannot read the key file ({exc.strerror})")
         clerk_jwt_key = None
-    clerk_jwks_url = r.str("CLERK_JWKS_URL", optional=True)
-    dev_key_path = r.str("DEV_JWT_PRIVATE_KEY", optional=True,
+    clerk_jwks_url = r.text("CLERK_JWKS_URL", optional=True)
+    dev_key_path = r.text("DEV_JWT_PRIVATE_KEY", optional=True,
                          dev_default=str(PROJECT_ROOT / "var" / "dev-jwt-key.pem"))
     if clerk_jwt_key is None and clerk_jwks_url is None:
         if dev and dev_key_path:
@@ -210,7 +210,7 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dotenv: bool = Tr
         else:
             problems.append("CLERK_JWT_KEY or CLERK_JWKS_URL is required: the key that verifies "
                             "Clerk session tokens (PEM text or a file path, or the JWKS URL)")
-    clerk_issuer = r.str("CLERK_ISSUER", dev_default="https://clerk.dev.localhost")
+    clerk_issuer = r.text("CLERK_ISSUER", dev_default="https://clerk.dev.localhost")
     parties = tuple(p.strip() for p in (r.raw("CLERK_AUTHORIZED_PARTIES") or "").split(",") if p.strip())
     admins = frozenset(
         a.strip() for a in (r.raw("ADMIN_USER_IDS") or ("dev-admin" if dev else "")).split(",")
@@ -227,8 +227,8 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dotenv: bool = Tr
         database_url=database_url,
         redis_url=redis_url,
         influxdb_url=influxdb_url.rstrip("/") if influxdb_url else "",
-        influxdb_database=r.str("INFLUXDB_DATABASE", "distributedcompute"),
-        influxdb_token=r.str("INFLUXDB_TOKEN", optional=True),
+        influxdb_database=r.text("INFLUXDB_DATABASE", "distributedcompute"),
+        influxdb_token=r.text("INFLUXDB_TOKEN", optional=True),
         influxdb_retention=r.parse("INFLUXDB_RETENTION", "30d", _duration_literal,
                                    "an InfluxQL duration such as 30d or 12w"),
         clerk_jwt_key=clerk_jwt_key,
@@ -238,12 +238,12 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dotenv: bool = Tr
         admin_user_ids=admins,
         dev_jwt_private_key=dev_key_path,
         api_port=r.parse("API_PORT", "8000", _port, "a TCP port 1-65535"),
-        public_proxy_host=r.str("PUBLIC_PROXY_HOST", dev_default="127.0.0.1"),
+        public_proxy_host=r.text("PUBLIC_PROXY_HOST", dev_default="127.0.0.1"),
         proxy_port_range=(low, high),
-        frps_addr=r.str("FRPS_ADDR", dev_default="127.0.0.1"),
+        frps_addr=r.text("FRPS_ADDR", dev_default="127.0.0.1"),
         frps_port=r.parse("FRPS_PORT", "7000", _port, "a TCP port 1-65535"),
-        frps_token=r.str("FRPS_TOKEN", secret=True, dev_default="dev-frps-token"),
-        frps_plugin_secret=r.str("FRPS_PLUGIN_SECRET", secret=True, dev_default="dev-plugin-secret"),
+        frps_token=r.text("FRPS_TOKEN", secret=True, dev_default="dev-frps-token"),
+        frps_plugin_secret=r.text("FRPS_PLUGIN_SECRET", secret=True, dev_default="dev-plugin-secret"),
         heartbeat_timeout_seconds=r.parse("HEARTBEAT_TIMEOUT_SECONDS", "20", _positive_int,
                                           "a positive whole number of seconds"),
         rental_start_timeout_seconds=r.parse("RENTAL_START_TIMEOUT_SECONDS", "120", _positive_int,
@@ -260,7 +260,7 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dotenv: bool = Tr
                                          "a positive whole number of seconds"),
         search_cache_ttl_seconds=r.parse("SEARCH_CACHE_TTL_SECONDS", "30", _positive_int,
                                          "a positive whole number of seconds"),
-        metrics_token=r.str("METRICS_TOKEN", secret=True, optional=dev, dev_default=None),
+        metrics_token=r.text("METRICS_TOKEN", secret=True, optional=dev, dev_default=None),
         max_content_length=r.parse("MAX_CONTENT_LENGTH", "1048576", _positive_int,
                                    "a positive number of bytes"),
         log_level=r.parse("LOG_LEVEL", "INFO", _log_level, "DEBUG, INFO, WARNING or ERROR"),

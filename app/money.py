@@ -27,7 +27,6 @@ class Money(fields.Field):
         "invalid": "Must be a decimal string such as \"12.5000\".",
         "float": "Send money as a string, not a JSON number, to keep it exact.",
         "places": "At most 4 decimal places.",
-        "range": "Must be greater than {min} and at most {max}.",
     }
 
     def __init__(self, *, positive: bool = True, allow_zero: bool = False, **kwargs: Any):
@@ -55,8 +54,8 @@ class Money(fields.Field):
         if isinstance(exponent, int) and exponent < -4:
             raise self.make_error("places")
         low = Decimal(0)
-        if self.positive and (number < low or (number == low and not self.allow_zero)):
-            raise ValidationError(self.error_messages["range"].format(min="0" if not self.allow_zero else "or equal to 0", max=MAX_AMOUNT))
-        if number > MAX_AMOUNT:
-            raise ValidationError(self.error_messages["range"].format(min=0, max=MAX_AMOUNT))
+        too_low = number < low or (number == low and not self.allow_zero)
+        if (self.positive and too_low) or number > MAX_AMOUNT:
+            bound = "or equal to 0" if self.allow_zero else "0"
+            raise ValidationError(f"Must be greater than {bound} and at most {MAX_AMOUNT}.")
         return quantize(number)

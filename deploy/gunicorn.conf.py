@@ -18,14 +18,14 @@ errorlog = "-"
 loglevel = "warning"
 
 
-def post_fork(server, worker):  # noqa: ARG001
+def post_fork(server, worker):
     from psycogreen.gevent import patch_psycopg
 
     patch_psycopg()
     try:
         import resource
 
-        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     except (ValueError, OSError):
         pass

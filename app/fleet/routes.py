@@ -19,7 +19,7 @@ from app.pagination import PageArgsSchema
 from app.web import db_session
 
 blp = Blueprint("fleet", __name__, url_prefix="/api/v1", description="Host nodes")
-SECURITY = [{"bearerAuth": []}]
+SECURITY: list[dict[str, list[str]]] = [{"bearerAuth": []}]
 
 
 @blp.route("/nodes")

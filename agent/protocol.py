@@ -216,6 +216,16 @@ class DrainNodeSchema(_Base):
     node_id = _UUIDString(required=True)
 
 
+class WelcomeSchema(_Base):
+    """Sent by the platform right after the upgrade, before anything else: who the agent is."""
+
+    node_id = _UUIDString(required=True)
+    heartbeat_interval = _num(load_default=None, allow_none=True,
+                              validate=validate.Range(min=1, max=300))
+    draining = fields.Boolean(load_default=False)
+    tunnel = fields.Nested(TunnelSchema, load_default=None, allow_none=True)
+
+
 class ErrorSchema(_Base):
     code = fields.String(required=True)
     message = fields.String(required=True)
@@ -229,8 +239,10 @@ AGENT_EVENTS: dict[str, type[Schema]] = {
     "instance_failed": InstanceFailedSchema,
     "instance_stopped": InstanceStoppedSchema,
     "ack": AckSchema,
+    "error": ErrorSchema,
 }
 PLATFORM_EVENTS: dict[str, type[Schema]] = {
+    "welcome": WelcomeSchema,
     "start_instance": StartInstanceSchema,
     "stop_instance": StopInstanceSchema,
     "drain_node": DrainNodeSchema,

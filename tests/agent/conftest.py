@@ -1,0 +1,120 @@
+"""Fixtures for the agent: the real container engine, the agent as a process, a platform peer."""
+
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+
+from tests.agent.stand_in import PlatformStandIn
+from tests.procs import ROOT, Proc, wait_until
+
+IMAGE = "localhost/busybox:latest"
+TEST_KEY = "dcn_test-agent-key-0123456789"
+
+
+@pytest.fixture(scope="session")
+def engine() -> docker.DockerClient:
+    client = docker.DockerClient(base_url=os.environ["DOCKER_HOST"])
+    client.images.get(IMAGE)  # scripts/services.sh builds it
+    return client
+
+
+@pytest.fixture
+def node_id(engine) -> Iterator[str]:
+    """A fresh node id; every container labelled with it is removed afterwards."""
+    value = str(uuid.uuid4())
+    yield value
+    for container in engine.containers.list(all=True, filters={"label": f"dc.node_id={value}"}):
+        container.remove(force=True)
+
+
+def node_containers(engine: docker.DockerClient, node_id: str) -> list[Any]:
+    return engine.containers.list(all=True, filters={"label": f"dc.node_id={node_id}"})
+
+
+@pytest.fixture
+def platform(node_id) -> Iterator[PlatformStandIn]:
+    server = PlatformStandIn(api_key=TEST_KEY, node_id=node_id).start()
+    yield server
+    server.stop()
+
+
+class AgentProcess(Proc):
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def wait_log(self, text: str, timeout: float = 20.0) -> None:
+        wait_until(lambda: text in self.log(), timeout, what=f"agent log line {text!r}")
+
+
+@pytest.fixture
+def start_agent(tmp_path: Path) -> Iterator[Any]:
+    """start_agent(url, *flags, key=TEST_KEY, env=None) -> AgentProcess running `python -m agent`."""
+    started: list[AgentProcess] = []
+
+    def _start(
+        url: str,
+        *flags: str,
+        key: str = TEST_KEY,
+        env: dict[str, str] | None = None,
+        data_dir: Path | None = None,
+    ) -> AgentProcess:
+        data = data_dir or tmp_path / f"agent-data-{len(started)}"
+        argv = [
+            sys.executable,
+            "-m",
+            "agent",
+            "--platform-url",
+            url,
+            "--api-key",
+            key,
+            "--data-dir",
+            str(data),
+            "--heartbeat-interval",
+            "0.5",
+            "--frpc-bin",
+            "",
+            *flags,
+        ]  # no frpc unless a test passes one
+        proc = AgentProcess(f"agent-{len(started)}", argv, {"DC_LOG_LEVEL": "INFO", **(env or {})})
+        proc.log_path = tmp_path / f"agent-{len(started)}.log"
+        started.append(proc)
+        return proc.start()  # type: ignore[return-value]
+
+    yield _start
+    for proc in started:
+        proc.stop()
+
+
+@pytest.fixture
+def agent(platform, start_agent) -> AgentProcess:
+    proc = start_agent(platform.url)
+    platform.wait_connected()
+    platform.wait_for("hello")
+    return proc
+
+
+def start_command(rental_id: str, **overrides: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "rental_id": rental_id,
+        "image": IMAGE,
+        "command": ["sleep", "300"],
+        "resource_limits": {"gpu_indices": [], "cpu_cores": 1, "ram_limit": "64m"},
+        "env_vars": {},
+        "proxy_port_mapping": {},
+    }
+    data.update(overrides)
+    return data
+
+
+__all__ = ["IMAGE", "ROOT", "TEST_KEY", "node_containers", "start_command"]

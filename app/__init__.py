@@ -7,6 +7,9 @@ from typing import Any
 from flask import Flask
 
 from app.config import Settings, get_settings
+from app.web import install_request_parser
+
+install_request_parser()
 
 
 def create_app(settings: Settings | None = None, config: dict[str, Any] | None = None) -> Flask:
@@ -50,6 +53,9 @@ def create_app(settings: Settings | None = None, config: dict[str, Any] | None =
     from app.extensions import api, sock
 
     web.init_app(app)
+    from app.ops import init_app as init_ops
+
+    init_ops(app)  # one JSON log line and HTTP metrics per request
     api.init_app(app)
     sock.init_app(app)
     register_error_handlers(app)  # after Api so our handlers win

@@ -52,11 +52,16 @@ class Settings:
     billing_tick_seconds: int
     platform_fee_percent: Decimal
     pricing_interval_seconds: int
+    reliability_interval_seconds: int
     search_cache_ttl_seconds: int
     metrics_token: str | None
     max_content_length: int
     log_level: str
     extra: Mapping[str, Any] = field(default_factory=dict)
+    # Heartbeat metrics are written to InfluxDB in batches of up to this many points, at least
+    # every metrics_flush_seconds (whichever comes first).
+    metrics_batch_size: int = 5000
+    metrics_flush_seconds: float = 1.0
 
     @property
     def is_production(self) -> bool:
@@ -170,6 +175,16 @@ def _read_pem(value: str | None) -> str | None:
     return path.read_text()
 
 
+def _is_public_pem(pem: str) -> bool:
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    try:
+        load_pem_public_key(pem.encode())
+    except (ValueError, TypeError):
+        return False
+    return True
+
+
 def load_settings(environ: Mapping[str, str] | None = None, *, dotenv: bool = True) -> Settings:
     """Read and validate every platform setting; raise ConfigError naming what is wrong."""
     env: dict[str, str] = {}
@@ -201,7 +216,15 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dotenv: bool = Tr
     except OSError as exc:
         problems.append(f"CLERK_JWT_KEY: cannot read the key file ({exc.strerror})")
         clerk_jwt_key = None
+    if clerk_jwt_key is not None and not _is_public_pem(clerk_jwt_key):
+        problems.append("CLERK_JWT_KEY is invalid: expected a PEM public key (text or a file path)")
+        clerk_jwt_key = None
     clerk_jwks_url = r.text("CLERK_JWKS_URL", optional=True)
+    if clerk_jwks_url is not None:
+        parsed_jwks = urlparse(clerk_jwks_url)
+        if parsed_jwks.scheme not in ("http", "https") or not parsed_jwks.netloc:
+            problems.append(f"CLERK_JWKS_URL={clerk_jwks_url!r} is invalid: expected a URL "
+                            "starting with https:// (or http://)")
     dev_key_path = r.text("DEV_JWT_PRIVATE_KEY", optional=True,
                          dev_default=str(PROJECT_ROOT / "var" / "dev-jwt-key.pem"))
     if clerk_jwt_key is None and clerk_jwks_url is None:
@@ -258,13 +281,26 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dotenv: bool = Tr
                                      "a decimal percentage from 0 to below 100"),
         pricing_interval_seconds=r.parse("PRICING_INTERVAL_SECONDS", "900", _positive_int,
                                          "a positive whole number of seconds"),
+        reliability_interval_seconds=r.parse("RELIABILITY_INTERVAL_SECONDS", "300", _positive_int,
+                                             "a positive whole number of seconds"),
         search_cache_ttl_seconds=r.parse("SEARCH_CACHE_TTL_SECONDS", "30", _positive_int,
                                          "a positive whole number of seconds"),
         metrics_token=r.text("METRICS_TOKEN", secret=True, optional=dev, dev_default=None),
         max_content_length=r.parse("MAX_CONTENT_LENGTH", "1048576", _positive_int,
                                    "a positive number of bytes"),
         log_level=r.parse("LOG_LEVEL", "INFO", _log_level, "DEBUG, INFO, WARNING or ERROR"),
+        metrics_batch_size=r.parse("METRICS_BATCH_SIZE", "5000", _positive_int,
+                                   "a positive number of points"),
+        metrics_flush_seconds=r.parse("METRICS_FLUSH_SECONDS", "1", _positive_seconds,
+                                      "a positive number of seconds (0.05 to 60)"),
     )
+    if not dev:
+        # .env.example's placeholders are not secrets: a copied example must not reach production.
+        for name, value in (("FRPS_TOKEN", settings.frps_token),
+                            ("FRPS_PLUGIN_SECRET", settings.frps_plugin_secret),
+                            ("METRICS_TOKEN", settings.metrics_token)):
+            if value and value.startswith("change-me"):
+                problems.append(f"{name} is still the .env.example placeholder: set a real secret")
     if problems:
         raise ConfigError("invalid configuration: " + "; ".join(problems))
     return settings
@@ -273,6 +309,13 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dotenv: bool = Tr
 def _non_negative_int(value: str) -> int:
     number = int(value)
     if number < 0:
+        raise ValueError(value)
+    return number
+
+
+def _positive_seconds(value: str) -> float:
+    number = float(value)
+    if not 0.05 <= number <= 60:
         raise ValueError(value)
     return number
 

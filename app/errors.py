@@ -93,6 +93,9 @@ def register_error_handlers(app: Flask) -> None:
         data = getattr(err, "data", None) or {}
         errors = data.get("errors") or data.get("messages")
         message = data.get("message") or _http_message(err, errors)
+        if code == 400 and _is_invalid_json(errors):
+            # Not a validation error: no field to blame, so no `errors`.
+            message, errors = "The request body is not valid JSON.", None
         if errors is not None:
             errors = _flatten_location(errors)
         response = jsonify(error_body(code, message, errors))
@@ -119,6 +122,11 @@ def _http_message(err: HTTPException, errors: Any) -> str:
     if err.code == 413:
         return "The request body is too large."
     return HTTPStatus(err.code or 500).description
+
+
+def _is_invalid_json(errors: Any) -> bool:
+    """webargs reports an undecodable body as {"json": ["Invalid JSON body."]}."""
+    return isinstance(errors, dict) and "Invalid JSON body." in (errors.get("json") or [])
 
 
 def _flatten_location(errors: Any) -> Any:

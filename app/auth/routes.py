@@ -20,6 +20,7 @@ class Health(MethodView):
     @blp.alt_response(503, schema=HealthSchema, description="A dependency is down")
     def get(self):
         """Check the database, Redis and InfluxDB."""
+        settings = current_app.config["DC_SETTINGS"]
         checks: dict[str, str] = {}
         try:
             db_session().execute(text("SELECT 1"))
@@ -27,12 +28,12 @@ class Health(MethodView):
         except Exception as exc:
             checks["database"] = f"error: {exc.__class__.__name__}"
         try:
-            get_redis().ping()
+            get_redis(settings.redis_url).ping()
             checks["redis"] = "ok"
         except Exception as exc:
             checks["redis"] = f"error: {exc.__class__.__name__}"
         try:
-            InfluxClient.from_settings(current_app.config["DC_SETTINGS"]).ping()
+            InfluxClient.from_settings(settings).ping()
             checks["influxdb"] = "ok"
         except Exception as exc:
             checks["influxdb"] = f"error: {exc}"

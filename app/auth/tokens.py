@@ -76,11 +76,19 @@ class TokenVerifier:
         if parties and claims.get("azp") not in parties:
             raise Unauthorized("The session token was issued to an unauthorized party.")
         sub = claims.get("sub")
-        if not isinstance(sub, str) or not sub or len(sub) > 255:
+        if not isinstance(sub, str) or not sub or len(sub) > 255 or not sub.isprintable():
             raise Unauthorized("The session token has no valid subject.")
-        email = claims.get("email")
-        return Claims(user_id=sub, email=email if isinstance(email, str) and email else None,
-                      session_id=claims.get("sid"), raw=claims)
+        sid = claims.get("sid")
+        return Claims(user_id=sub, email=_usable_email(claims.get("email")),
+                      session_id=sid if isinstance(sid, str) else None, raw=claims)
+
+
+def _usable_email(value: Any) -> str | None:
+    """The email claim when it fits the users table; anything else is ignored, not a 500."""
+    if (isinstance(value, str) and 3 <= len(value) <= 320 and "@" in value
+            and value.isprintable()):
+        return value
+    return None
 
 
 _lock = threading.Lock()

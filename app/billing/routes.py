@@ -1,3 +1,91 @@
+from __future__ import annotations
+
+from flask import jsonify, request
+from flask.views import MethodView
 from flask_smorest import Blueprint
 
+from app import idempotency
+from app.auth.current import admin_required, current_user, login_required
+from app.billing import service
+from app.billing.schemas import (
+    BalanceSchema,
+    CreditCreateSchema,
+    InvariantReportSchema,
+    TransactionListSchema,
+    TransactionSchema,
+)
+from app.pagination import PageArgsSchema
+from app.web import db_session
+
 blp = Blueprint("billing", __name__, url_prefix="/api/v1", description="Billing")
+SECURITY: list[dict[str, list[str]]] = [{"bearerAuth": []}]
+IDEMPOTENCY_HEADER = {"in": "header", "name": "Idempotency-Key", "required": False,
+                      "schema": {"type": "string", "maxLength": 255},
+                      "description": "The same key from the same user returns the first result."}
+
+
+@blp.route("/billing/balance")
+class Balance(MethodView):
+    decorators = [login_required]
+
+    @blp.response(200, BalanceSchema)
+    @blp.doc(security=SECURITY)
+    def get(self):
+        """Show my balance."""
+        return {"balance": current_user().balance}
+
+
+@blp.route("/billing/transactions")
+class Transactions(MethodView):
+    decorators = [login_required]
+
+    @blp.arguments(PageArgsSchema, location="query")
+    @blp.response(200, TransactionListSchema)
+    @blp.doc(security=SECURITY)
+    def get(self, args):
+        """List my ledger lines, newest first."""
+        items, next_cursor = service.list_transactions(db_session(), user=current_user(), **args)
+        return {"items": items, "next_cursor": next_cursor}
+
+
+@blp.route("/billing/credits")
+class Credits(MethodView):
+    decorators = [admin_required]
+
+    @blp.arguments(CreditCreateSchema)
+    @blp.response(201, TransactionSchema)
+    @blp.alt_response(200, schema=TransactionSchema,
+                      description="This reference was credited before: the same ledger line")
+    @blp.doc(security=SECURITY, parameters=[IDEMPOTENCY_HEADER])
+    def post(self, data):
+        """Top up a user's balance (admins); credited once per reference."""
+        session = db_session()
+        admin = current_user()
+        key = idempotency.validate_key(request.headers.get("Idempotency-Key"))
+        if key is not None:
+            replay = idempotency.claim(session, user_id=admin.id, key=key,
+                                       endpoint="POST /billing/credits", payload=data)
+            if replay is not None:
+                status, body = replay
+                session.rollback()
+                response = jsonify(body)
+                response.status_code = status
+                return response
+        line, created = service.top_up(session, **data)
+        status = 201 if created else 200
+        if key is not None:
+            idempotency.record(session, user_id=admin.id, key=key, status_code=status,
+                               body=TransactionSchema().dump(line))
+        session.commit()
+        return line, status
+
+
+@blp.route("/billing/invariants")
+class Invariants(MethodView):
+    decorators = [admin_required]
+
+    @blp.response(200, InvariantReportSchema)
+    @blp.doc(security=SECURITY)
+    def get(self):
+        """Check the ledger's invariants and list every difference (admins)."""
+        return service.check_invariants(db_session())

@@ -5,25 +5,480 @@ Interface used by other domains (implemented by the billing domain):
   included (called by the rentals domain in the transaction that ends a rental).
 - cost_so_far(rental, now): what the rental has cost until `now` (billed + not yet billed).
 - credit_minutes_left(balance, cost_per_hour): whole minutes the balance still pays for.
+
+The billing rule:
+
+- A rental has a *billable clock* that starts at `start_time` and stands still while its node is
+  offline. Every started minute of that clock is billed: at time t the rental owes for
+  ``m = ceil(billable_seconds(t) / 60)`` minutes.
+- The node's offline time is free. While the node is `offline` the clock stops at its last
+  heartbeat (`host_nodes.last_seen_at`). An offline spell that has ended is taken from the
+  node's status history: it ran from the `offline` event minus HEARTBEAT_TIMEOUT_SECONDS (the
+  node was flipped that long after its last heartbeat) until the next status event. A node that
+  is not (yet) marked offline is billed up to now: a node that dies is billed until fleet marks
+  it offline only within the minute already started, or one more at most.
+- Billing runs one at a time: each run locks the platform account's row first. A periodic run
+  skips rentals whose rows another transaction holds (they are caught up next time); a
+  settlement waits for its rental.
+- Cumulative rounding: the first m minutes cost ``amount(m) = quantize(cost_per_hour * m / 60)``
+  and a charge for minutes (a, b] is ``amount(b) - amount(a)``, so however the minutes are split
+  into ticks their sum is amount(total), never a cent of drift.
+- Each charge is a renter `usage` debit, a host `earning` credit and a platform `fee` credit to
+  the platform account (PLATFORM_CLERK_ID). The fee is ``quantize(amount * PLATFORM_FEE_PERCENT /
+  100)``, rounded once per charge; the host gets the rest, so debit = earning + fee exactly.
+- A renter's balance never goes below zero: a charge takes only what the balance covers, and the
+  minutes it could not cover are not charged later. A renter who cannot pay for the next minute
+  gets the rental stopped (`workers.rentals.stop_rental`, reason "insufficient balance"); the
+  request is repeated on later ticks only until the rentals domain records it
+  (`rentals.stop_requested_at`).
+- The watermark is `rentals.billed_minutes` (minutes of the billable clock charged) and
+  `rentals.billed_amount` (what the renter paid for them). Each charge is a `billing_charges`
+  row; the constraints there make two charges for the same minutes impossible.
 """
 
 from __future__ import annotations
 
+import math
+import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
+from sqlalchemy import and_, or_, select, text
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
+from app.auth.models import User
+from app.billing.models import PLATFORM_CLERK_ID, EntryKind, Transaction
+from app.config import Settings, get_settings
+from app.db import utcnow
+from app.enums import RentalStatus, TransactionType
+from app.errors import Conflict, NotFound, ValidationFailed
+from app.money import quantize
+from app.pagination import decode_cursor, encode_cursor
 from app.rentals.models import Rental
 
+INSUFFICIENT_BALANCE = "insufficient balance"
+SIXTY = Decimal(60)
 
-def settle_rental(session: Session, rental: Rental, until: datetime) -> None:
-    raise NotImplementedError
+
+# ------------------------------------------------------------------------------ pure rules
+def amount_for_minutes(cost_per_hour: Decimal, minutes: int) -> Decimal:
+    """What the first `minutes` minutes of a rental cost (rounded once, cumulatively)."""
+    return quantize(Decimal(cost_per_hour) * minutes / SIXTY)
+
+
+def charge_for(cost_per_hour: Decimal, after: int, upto: int) -> Decimal:
+    """What minutes (after, upto] cost: amount(upto) - amount(after)."""
+    return amount_for_minutes(cost_per_hour, upto) - amount_for_minutes(cost_per_hour, after)
+
+
+def split_fee(amount: Decimal, fee_percent: Decimal) -> tuple[Decimal, Decimal]:
+    """(host share, platform fee) of a charge; the fee is rounded once, the host gets the rest."""
+    fee = quantize(amount * fee_percent / Decimal(100))
+    return amount - fee, fee
+
+
+def started_minutes(seconds: float | Decimal) -> int:
+    """Minutes started after `seconds` of billable time (minute k is billed once it starts)."""
+    if seconds <= 0:
+        return 0
+    return math.ceil(Decimal(seconds) / SIXTY)
 
 
 def cost_so_far(rental: Rental, now: datetime) -> Decimal:
-    raise NotImplementedError
+    """What the rental has cost until `now`: what is billed, plus started minutes not billed yet.
+
+    A live rental's unbilled part is an estimate from the wall clock, capped at the minutes one
+    billing tick can leave unbilled (it cannot know about offline time the tick will not bill);
+    an ended rental is settled, so its cost is exactly what was billed.
+    """
+    billed = quantize(Decimal(rental.billed_amount or 0))
+    if rental.status != RentalStatus.ACTIVE or rental.start_time is None:
+        return billed
+    elapsed = (now - rental.start_time).total_seconds()
+    due = started_minutes(elapsed)
+    cap = rental.billed_minutes + started_minutes(get_settings().billing_tick_seconds) + 1
+    upto = min(due, cap)
+    if upto <= rental.billed_minutes:
+        return billed
+    return billed + charge_for(rental.cost_per_hour, rental.billed_minutes, upto)
 
 
 def credit_minutes_left(balance: Decimal, cost_per_hour: Decimal) -> int | None:
-    raise NotImplementedError
+    """Whole minutes that `balance` pays for at `cost_per_hour` (None when the price is zero)."""
+    price = Decimal(cost_per_hour)
+    if price <= 0:
+        return None
+    balance = Decimal(balance)
+    if balance < 0:
+        return 0
+    minutes = int(balance * SIXTY / price)
+    # Rounding to 4 places can make one more (or one fewer) minute fit than the exact ratio.
+    while amount_for_minutes(price, minutes + 1) <= balance:
+        minutes += 1
+    while minutes > 0 and amount_for_minutes(price, minutes) > balance:
+        minutes -= 1
+    return minutes
+
+
+# ------------------------------------------------------------------------------ the charge
+def platform_account_id(session: Session) -> uuid.UUID:
+    """The platform account's id, created on first use and row-locked until the transaction ends.
+
+    Every billing run (tick or settlement) credits this row, so holding its lock serialises the
+    billing runs: a second run waits, then sees the first one's watermarks.
+    """
+    return session.execute(
+        text("INSERT INTO users (id, clerk_id, balance) VALUES (gen_random_uuid(), :clerk, 0) "
+             "ON CONFLICT (clerk_id) DO UPDATE SET clerk_id = EXCLUDED.clerk_id RETURNING id"),
+        {"clerk": PLATFORM_CLERK_ID},
+    ).scalar_one()
+
+
+# One statement bills every selected rental: lock the rental, renter and host rows; work out the
+# minutes due on the billable clock and what the renter's balance covers; write the periods, the
+# ledger lines, the watermarks and the balances. {where} selects the rentals; {skip} is
+# "SKIP LOCKED" for the periodic tick (a rental being ended right now is settled by its own
+# transaction) and empty for a settlement (which must wait for its rental).
+_BILL_SQL = """
+WITH locked AS (
+    SELECT r.id AS rental_id, r.renter_id, n.owner_id AS host_id, r.node_id, r.cost_per_hour,
+           r.billed_minutes, r.start_time, r.stop_requested_at, ur.balance AS renter_balance,
+           CASE WHEN n.status = 'offline'
+                THEN LEAST(CAST(:until AS timestamptz),
+                           GREATEST(r.start_time, COALESCE(n.last_seen_at, r.start_time)))
+                ELSE CAST(:until AS timestamptz) END AS clock_end
+    FROM rentals r
+    JOIN host_nodes n ON n.id = r.node_id
+    JOIN users ur ON ur.id = r.renter_id
+    JOIN users uh ON uh.id = n.owner_id
+    WHERE r.start_time IS NOT NULL AND {where}
+    FOR UPDATE OF r, ur, uh {skip}
+),
+due AS MATERIALIZED (
+    SELECT l.*, GREATEST(l.billed_minutes, CAST(CEIL(GREATEST(0,
+               EXTRACT(EPOCH FROM (l.clock_end - l.start_time)) - COALESCE((
+                   SELECT SUM(GREATEST(0, EXTRACT(EPOCH FROM
+                              LEAST(g.gap_end, l.clock_end) - GREATEST(g.gap_start, l.start_time))))
+                   FROM (
+                       SELECT GREATEST(e.at - make_interval(secs => :heartbeat_timeout),
+                                       COALESCE(prev.at, '-infinity')) AS gap_start,
+                              COALESCE(nxt.at, 'infinity') AS gap_end
+                       FROM node_status_events e
+                       LEFT JOIN LATERAL (
+                           SELECT p.at FROM node_status_events p
+                           WHERE p.node_id = e.node_id AND p.at < e.at
+                           ORDER BY p.at DESC LIMIT 1) prev ON true
+                       LEFT JOIN LATERAL (
+                           SELECT q.at FROM node_status_events q
+                           WHERE q.node_id = e.node_id AND q.at > e.at
+                           ORDER BY q.at LIMIT 1) nxt ON true
+                       WHERE e.node_id = l.node_id AND e.status = 'offline'
+                         AND e.at > l.start_time
+                   ) g), 0)) / 60) AS integer)) AS to_minute
+    FROM locked l
+),
+priced AS (
+    SELECT d.*,
+           ROUND(d.cost_per_hour * d.to_minute / 60, 4)
+             - ROUND(d.cost_per_hour * d.billed_minutes / 60, 4) AS nominal,
+           ROUND(d.cost_per_hour * (d.to_minute + 1) / 60, 4)
+             - ROUND(d.cost_per_hour * d.to_minute / 60, 4) AS next_minute
+    FROM due d
+    WHERE d.to_minute > d.billed_minutes
+),
+covered AS (
+    -- A renter's rentals are paid oldest first; whatever the balance cannot cover is not charged.
+    SELECT p.*, LEAST(p.nominal, GREATEST(0, p.renter_balance - COALESCE(SUM(p.nominal) OVER (
+               PARTITION BY p.renter_id ORDER BY p.start_time, p.rental_id
+               ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0))) AS amount
+    FROM priced p
+),
+split AS (
+    SELECT c.*, ROUND(c.amount * CAST(:fee_percent AS numeric) / 100, 4) AS fee,
+           c.renter_balance - SUM(c.amount) OVER (PARTITION BY c.renter_id) AS balance_after
+    FROM covered c
+),
+charges AS (
+    INSERT INTO billing_charges (id, rental_id, renter_id, host_id, from_minute, to_minute,
+                                 nominal, amount, fee, billed_until)
+    SELECT gen_random_uuid(), s.rental_id, s.renter_id, s.host_id, s.billed_minutes,
+           s.to_minute, s.nominal, s.amount, s.fee, s.clock_end
+    FROM split s
+    RETURNING id, rental_id, renter_id, host_id, from_minute, to_minute, amount, fee
+),
+lines AS (
+    INSERT INTO transactions (id, user_id, amount, type, kind, reference_id, rental_id,
+                              charge_id, description)
+    SELECT gen_random_uuid(), v.user_id, v.amount, CAST(v.type AS transaction_type), v.kind,
+           CONCAT('rental:', c.rental_id, '/', c.from_minute + 1, '-', c.to_minute),
+           c.rental_id, c.id,
+           v.what || ', rental ' || c.rental_id || ', minutes ' || (c.from_minute + 1)
+             || '-' || c.to_minute
+    FROM charges c
+    CROSS JOIN LATERAL (VALUES
+        (c.renter_id, c.amount, 'debit', 'usage', 'GPU rental'),
+        (c.host_id, c.amount - c.fee, 'credit', 'earning', 'Hosting earnings'),
+        (CAST(:platform_id AS uuid), c.fee, 'credit', 'fee', 'Platform fee')
+    ) AS v(user_id, amount, type, kind, what)
+    WHERE v.amount > 0
+    RETURNING user_id, amount, type
+),
+watermarks AS (
+    UPDATE rentals r SET billed_minutes = c.to_minute, billed_amount = r.billed_amount + c.amount
+    FROM charges c
+    WHERE r.id = c.rental_id
+    RETURNING r.id
+),
+balances AS (
+    UPDATE users u SET balance = u.balance + d.delta
+    FROM (SELECT user_id, SUM(CASE WHEN type = 'credit' THEN amount ELSE -amount END) AS delta
+          FROM lines GROUP BY user_id) d
+    WHERE u.id = d.user_id
+    RETURNING u.id
+)
+SELECT s.rental_id, s.renter_id, s.billed_minutes AS from_minute, s.to_minute, s.nominal,
+       s.amount, s.fee, s.balance_after, s.next_minute, s.stop_requested_at,
+       (SELECT count(*) FROM watermarks) AS watermarks, (SELECT count(*) FROM balances) AS balances,
+       (SELECT count(*) FROM locked) AS locked
+FROM split s
+"""
+
+
+@dataclass(frozen=True)
+class Charge:
+    rental_id: uuid.UUID
+    renter_id: uuid.UUID
+    from_minute: int
+    to_minute: int
+    nominal: Decimal
+    amount: Decimal
+    fee: Decimal
+    balance_after: Decimal
+    next_minute: Decimal
+    stop_requested: bool
+
+    @property
+    def short(self) -> bool:
+        """The renter's balance did not cover these minutes."""
+        return self.amount < self.nominal
+
+    @property
+    def out_of_credit(self) -> bool:
+        """The renter cannot pay for this rental's next minute."""
+        return self.short or self.balance_after < self.next_minute
+
+
+@dataclass
+class BillingRun:
+    charges: list[Charge]
+    locked: int = 0
+
+    @property
+    def to_stop(self) -> list[uuid.UUID]:
+        """Rentals to stop for lack of credit (not already being stopped)."""
+        return [c.rental_id for c in self.charges if c.out_of_credit and not c.stop_requested]
+
+    @property
+    def total(self) -> Decimal:
+        return sum((c.amount for c in self.charges), Decimal(0))
+
+
+def _run(session: Session, *, where: str, skip: str, until: datetime, settings: Settings,
+         params: dict[str, Any] | None = None) -> BillingRun:
+    platform_id = platform_account_id(session)
+    rows = session.execute(
+        text(_BILL_SQL.format(where=where, skip=skip)),
+        {"until": until, "heartbeat_timeout": settings.heartbeat_timeout_seconds,
+         "fee_percent": settings.platform_fee_percent, "platform_id": platform_id,
+         **(params or {})},
+    ).all()
+    charges = [Charge(rental_id=r.rental_id, renter_id=r.renter_id, from_minute=r.from_minute,
+                      to_minute=r.to_minute, nominal=r.nominal, amount=r.amount, fee=r.fee,
+                      balance_after=r.balance_after, next_minute=r.next_minute,
+                      stop_requested=r.stop_requested_at is not None) for r in rows]
+    return BillingRun(charges=charges, locked=rows[0].locked if rows else 0)
+
+
+def bill_active_rentals(session: Session, *, now: datetime, settings: Settings) -> BillingRun:
+    """Bill every active rental up to `now`, in a constant number of statements.
+
+    Rows another transaction holds (a rental being ended, a renter being topped up) are skipped
+    and caught up by the next run, since every run bills from the watermark.
+    """
+    return _run(session, where="r.status = 'active'", skip="SKIP LOCKED", until=now,
+                settings=settings)
+
+
+def settle_rental(session: Session, rental: Rental, until: datetime) -> None:
+    """Bill the rental up to `until`, the final partial minute included.
+
+    Called in the transaction that ends the rental (its status may already say so). Offline time
+    stays free; a renter who cannot pay is charged what the balance covers.
+    """
+    if rental.start_time is None:
+        return
+    session.flush()
+    run = _run(session, where="r.id = CAST(:rental_id AS uuid)", skip="", until=until,
+               settings=get_settings(), params={"rental_id": str(rental.id)})
+    for charge in run.charges:
+        # The statement changed rows this session may hold: keep its objects truthful.
+        set_committed_value(rental, "billed_minutes", charge.to_minute)
+        set_committed_value(rental, "billed_amount",
+                            Decimal(rental.billed_amount or 0) + charge.amount)
+        _expire_balances(session)
+
+
+def _expire_balances(session: Session) -> None:
+    for obj in list(session.identity_map.values()):
+        if isinstance(obj, User):
+            session.expire(obj, ["balance"])
+
+
+# ------------------------------------------------------------------------------ top-ups
+def top_up(session: Session, *, user_id: uuid.UUID, amount: Decimal, reference: str,
+           description: str | None = None) -> tuple[Transaction, bool]:
+    """Credit `amount` to a user once per `reference`; returns (ledger line, created now).
+
+    The same reference again returns the first line and credits nothing; the same reference with
+    another user or amount is a 409.
+    """
+    user = session.execute(select(User).where(User.id == user_id).with_for_update()
+                           ).scalar_one_or_none()
+    if user is None:
+        raise NotFound("No such user.")
+    if user.clerk_id == PLATFORM_CLERK_ID:
+        raise ValidationFailed("The platform account cannot be topped up.",
+                               errors={"user_id": ["The platform account cannot be topped up."]})
+    line_id = session.execute(
+        insert(Transaction)
+        .values(id=uuid.uuid4(), user_id=user.id, amount=amount, type=TransactionType.CREDIT,
+                kind=EntryKind.TOPUP.value, reference_id=reference,
+                description=description or "Credit top-up")
+        .on_conflict_do_nothing(index_elements=[Transaction.reference_id],
+                                index_where=text("kind = 'topup'"))
+        .returning(Transaction.id)
+    ).scalar_one_or_none()
+    if line_id is None:
+        existing = session.execute(
+            select(Transaction).where(Transaction.kind == EntryKind.TOPUP.value,
+                                      Transaction.reference_id == reference)
+        ).scalar_one()
+        if existing.user_id != user.id or existing.amount != amount:
+            raise Conflict("This reference was already used for a different top-up.")
+        return existing, False
+    user.balance = user.balance + amount
+    session.flush()
+    return session.get_one(Transaction, line_id), True
+
+
+def list_transactions(session: Session, *, user: User, limit: int,
+                      cursor: str | None) -> tuple[list[Transaction], str | None]:
+    """The user's ledger lines, newest first, a page at a time."""
+    query = select(Transaction).where(Transaction.user_id == user.id)
+    after = decode_cursor(cursor, (str, str))
+    if after is not None:
+        try:
+            at, line_id = datetime.fromisoformat(after[0]), uuid.UUID(after[1])
+        except ValueError:
+            raise ValidationFailed("The cursor is not valid.",
+                                   errors={"cursor": ["Invalid cursor."]}) from None
+        query = query.where(or_(Transaction.created_at < at,
+                                and_(Transaction.created_at == at, Transaction.id < line_id)))
+    rows = list(session.execute(
+        query.order_by(Transaction.created_at.desc(), Transaction.id.desc()).limit(limit + 1)
+    ).scalars())
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        last = rows[-1]
+        next_cursor = encode_cursor([last.created_at.isoformat(), str(last.id)])
+    return rows, next_cursor
+
+
+# ------------------------------------------------------------------------------ invariants
+_INVARIANT_QUERIES: dict[str, str] = {
+    # Every account: balance = credits - debits.
+    "balance_matches_ledger": """
+        SELECT u.id AS user_id, u.balance, COALESCE(l.net, 0) AS ledger
+        FROM users u
+        LEFT JOIN (SELECT user_id, SUM(CASE WHEN type = 'credit' THEN amount ELSE -amount END)
+                   AS net FROM transactions GROUP BY user_id) l ON l.user_id = u.id
+        WHERE u.balance <> COALESCE(l.net, 0)
+        LIMIT 100""",
+    "balance_not_negative": """
+        SELECT id AS user_id, balance FROM users WHERE balance < 0 LIMIT 100""",
+    # Every charge: its usage debit = its earning + its fee, each equal to the charge's split.
+    "charge_lines_match": """
+        SELECT c.id AS charge_id, c.rental_id, c.amount, c.fee,
+               COALESCE(t.usage, 0) AS usage, COALESCE(t.earning, 0) AS earning,
+               COALESCE(t.fee, 0) AS fee_line
+        FROM billing_charges c
+        LEFT JOIN (SELECT charge_id,
+                          SUM(amount) FILTER (WHERE kind = 'usage' AND type = 'debit') AS usage,
+                          SUM(amount) FILTER (WHERE kind = 'earning' AND type = 'credit')
+                            AS earning,
+                          SUM(amount) FILTER (WHERE kind = 'fee' AND type = 'credit') AS fee
+                   FROM transactions WHERE charge_id IS NOT NULL GROUP BY charge_id) t
+               ON t.charge_id = c.id
+        WHERE COALESCE(t.usage, 0) <> c.amount OR COALESCE(t.fee, 0) <> c.fee
+           OR COALESCE(t.earning, 0) <> c.amount - c.fee
+        LIMIT 100""",
+    # Every rental: the watermark is the end of its last period and the sum of what it paid.
+    "rental_watermark_matches_charges": """
+        SELECT r.id AS rental_id, r.billed_minutes, r.billed_amount,
+               COALESCE(c.minutes, 0) AS charged_minutes, COALESCE(c.amount, 0) AS charged
+        FROM rentals r
+        LEFT JOIN (SELECT rental_id, MAX(to_minute) AS minutes, SUM(amount) AS amount
+                   FROM billing_charges GROUP BY rental_id) c ON c.rental_id = r.id
+        WHERE r.billed_minutes <> COALESCE(c.minutes, 0)
+           OR r.billed_amount <> COALESCE(c.amount, 0)
+        LIMIT 100""",
+    # Ledger lines of usage exist only as part of a charge.
+    "usage_lines_have_a_charge": """
+        SELECT id AS transaction_id, kind FROM transactions
+        WHERE kind IN ('usage', 'earning', 'fee') AND charge_id IS NULL
+        LIMIT 100""",
+}
+
+_TOTALS_SQL = """
+    SELECT COALESCE(SUM(amount) FILTER (WHERE kind = 'usage' AND type = 'debit'), 0) AS usage,
+           COALESCE(SUM(amount) FILTER (WHERE kind = 'earning' AND type = 'credit'), 0) AS earnings,
+           COALESCE(SUM(amount) FILTER (WHERE kind = 'fee' AND type = 'credit'), 0) AS fees,
+           COALESCE(SUM(amount) FILTER (WHERE kind = 'topup'), 0) AS topups,
+           COALESCE(SUM(CASE WHEN type = 'credit' THEN amount ELSE -amount END), 0) AS ledger_net,
+           (SELECT COALESCE(SUM(balance), 0) FROM users) AS balances
+    FROM transactions
+"""
+
+
+def check_invariants(session: Session) -> dict[str, Any]:
+    """Check the ledger's invariants; every difference found is listed (at most 100 per check)."""
+    differences: list[dict[str, Any]] = []
+    for name, sql in _INVARIANT_QUERIES.items():
+        for row in session.execute(text(sql)).mappings():
+            differences.append({"check": name, **{k: _plain(v) for k, v in row.items()}})
+    totals = session.execute(text(_TOTALS_SQL)).mappings().one()
+    usage_gap = totals["usage"] - totals["earnings"] - totals["fees"]
+    if usage_gap != 0:
+        differences.append({"check": "usage_equals_earnings_plus_fees",
+                            "difference": _plain(usage_gap)})
+    if totals["balances"] != totals["ledger_net"]:
+        differences.append({"check": "balances_equal_ledger",
+                            "difference": _plain(totals["balances"] - totals["ledger_net"])})
+    return {"ok": not differences, "checked_at": utcnow(),
+            "totals": {k: _plain(v) for k, v in totals.items()}, "differences": differences}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(quantize(value))
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value
+

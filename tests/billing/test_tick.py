@@ -1,0 +1,341 @@
+"""The billing tick: started minutes, fee split, catch-up, no double charge, running out, offline."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
+
+from app.billing import service
+from app.billing.service import amount_for_minutes
+from app.db import session_scope
+from app.enums import NodeStatus
+from app.fleet.models import HostNode
+from app.fleet.state import transition_node
+from tests.billing.factory import (
+    balance_of,
+    charge_count,
+    create_party,
+    ledger,
+    queued_stops,
+    rental_row,
+)
+
+D = Decimal
+
+
+def test_a_tick_bills_every_started_minute_and_splits_the_fee(tick, t0, invariants):
+    party = create_party(price="1.2345", balance="10", start=t0)
+    run = tick(t0 + timedelta(minutes=2, seconds=1))
+    assert [c.to_minute for c in run.charges] == [3]  # minute 3 has started
+    due = amount_for_minutes(D("1.2345"), 3)
+    assert due == D("0.0617")
+    fee = D("0.0062")  # 10 % of 0.0617, rounded once
+    assert ledger(party.rental_id) == {"usage": due, "earning": due - fee, "fee": fee}
+    assert balance_of(party.renter_id) == D("10") - due
+    assert balance_of(party.host_id) == due - fee
+    row = rental_row(party.rental_id)
+    assert (row.billed_minutes, row.billed_amount) == (3, due)
+    assert invariants()["ok"], invariants()
+
+
+def test_a_minute_is_billed_from_its_first_moment_and_not_before(tick, t0):
+    party = create_party(price="6", start=t0)
+    tick(t0)
+    assert rental_row(party.rental_id).billed_minutes == 0
+    tick(t0 + timedelta(microseconds=1))
+    assert rental_row(party.rental_id).billed_minutes == 1
+    tick(t0 + timedelta(minutes=1))
+    assert rental_row(party.rental_id).billed_minutes == 1
+    tick(t0 + timedelta(minutes=1, microseconds=1))
+    assert rental_row(party.rental_id).billed_minutes == 2
+
+
+def test_the_same_tick_run_twice_charges_once(tick, t0, invariants):
+    party = create_party(price="3.3333", start=t0)
+    now = t0 + timedelta(minutes=7, seconds=30)
+    first = tick(now)
+    second = tick(now)
+    assert len(first.charges) == 1 and second.charges == []
+    assert ledger(party.rental_id)["usage"] == amount_for_minutes(D("3.3333"), 8)
+    assert charge_count(party.rental_id) == 1
+    assert invariants()["ok"]
+
+
+def test_a_missed_tick_is_caught_up_by_the_next_one(tick, t0):
+    party = create_party(price="2.5", start=t0)
+    tick(t0 + timedelta(minutes=1))
+    tick(t0 + timedelta(minutes=45, seconds=10))  # 44 ticks missed
+    assert rental_row(party.rental_id).billed_minutes == 46
+    assert ledger(party.rental_id)["usage"] == amount_for_minutes(D("2.5"), 46)
+
+
+def test_a_tick_earlier_than_the_watermark_charges_nothing(tick, t0):
+    party = create_party(price="2.5", start=t0)
+    tick(t0 + timedelta(minutes=10))
+    run = tick(t0 + timedelta(minutes=3))  # a late, redelivered message with an older clock
+    assert run.charges == []
+    assert rental_row(party.rental_id).billed_minutes == 10
+
+
+def test_two_ticks_at_once_charge_each_minute_once(settings, t0, invariants):
+    parties = [create_party(price="1.7777", start=t0) for _ in range(30)]
+    barrier = threading.Barrier(2)
+    errors: list[BaseException] = []
+    now = t0 + timedelta(minutes=90, seconds=5)
+
+    def worker() -> None:
+        try:
+            with session_scope() as session:
+                barrier.wait()
+                service.bill_active_rentals(session, now=now, settings=settings)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert not errors
+    for party in parties:
+        assert ledger(party.rental_id)["usage"] == amount_for_minutes(D("1.7777"), 91)
+        assert charge_count(party.rental_id) == 1
+    assert invariants()["ok"]
+
+
+def test_the_database_refuses_a_second_charge_for_the_same_minutes(tick, t0):
+    party = create_party(price="6", start=t0)
+    tick(t0 + timedelta(minutes=5))
+    overlapping = [(0, 3), (2, 6), (4, 9)]
+    for first, last in overlapping:
+        with pytest.raises(IntegrityError), session_scope() as session:
+            session.execute(text(
+                "INSERT INTO billing_charges (id, rental_id, renter_id, host_id, from_minute, "
+                "to_minute, nominal, amount, fee, billed_until) VALUES (gen_random_uuid(), :r, "
+                ":u, :h, :a, :b, 0.1, 0.1, 0.01, now())"),
+                {"r": party.rental_id, "u": party.renter_id, "h": party.host_id, "a": first,
+                 "b": last})
+    assert charge_count(party.rental_id) == 1
+
+
+def test_a_renter_who_runs_out_pays_what_the_balance_covers_and_the_rental_is_stopped(
+        app, t0, invariants):
+    from workers.billing import bill_active_rentals
+
+    # 6.00/h is 0.10 a minute; 0.25 pays two minutes and half of the third.
+    party = create_party(price="6", balance="0.25", start=t0 - timedelta(minutes=10))
+    bill_active_rentals.fn()
+    assert balance_of(party.renter_id) == D("0")
+    assert ledger(party.rental_id) == {"usage": D("0.25"), "earning": D("0.2250"),
+                                       "fee": D("0.0250")}
+    assert queued_stops() == [[str(party.rental_id), "insufficient balance"]]
+    assert invariants()["ok"], invariants()
+
+
+def test_a_renter_who_cannot_pay_the_next_minute_is_stopped_with_a_positive_balance(tick, t0):
+    party = create_party(price="6", balance="0.35", start=t0)
+    run = tick(t0 + timedelta(minutes=2, seconds=30))  # three minutes: 0.30, 0.05 left
+    assert run.to_stop == [party.rental_id]
+    assert balance_of(party.renter_id) == D("0.05")
+
+
+def test_a_rental_already_being_stopped_is_not_asked_to_stop_again(tick, t0):
+    party = create_party(price="6", balance="0.15", start=t0)
+    assert tick(t0 + timedelta(minutes=1, seconds=1)).to_stop == [party.rental_id]
+    with session_scope() as session:
+        session.execute(text("UPDATE rentals SET stop_requested_at = now() WHERE id = :r"),
+                        {"r": party.rental_id})
+    run = tick(t0 + timedelta(minutes=3, seconds=1))
+    assert run.to_stop == []
+    assert balance_of(party.renter_id) == D("0")  # the last minutes took what was left
+
+
+def test_minutes_no_balance_covered_are_not_charged_after_a_top_up(tick, t0):
+    party = create_party(price="6", balance="0.05", start=t0)
+    tick(t0 + timedelta(minutes=3))
+    assert balance_of(party.renter_id) == D("0")
+    with session_scope() as session:
+        session.execute(text("UPDATE users SET balance = balance + 5 WHERE id = :u"),
+                        {"u": party.renter_id})
+        session.execute(text("INSERT INTO transactions (id, user_id, amount, type, kind, "
+                             "reference_id) VALUES (gen_random_uuid(), :u, 5, 'credit', "
+                             "'topup', 'late-top-up')"), {"u": party.renter_id})
+    tick(t0 + timedelta(minutes=4))
+    # Minutes 1-3 were covered by 0.05 only; minute 4 is paid in full.
+    assert ledger(party.rental_id)["usage"] == D("0.15")
+    assert rental_row(party.rental_id).billed_amount == D("0.15")
+
+
+def test_a_renters_rentals_are_paid_oldest_first_when_the_balance_runs_out(tick, t0):
+    from tests.billing.factory import make_party
+
+    with session_scope() as session:
+        first = make_party(session, price="6", balance="0.5", start=t0)
+        from app.auth.models import User
+
+        renter = session.get(User, first.renter_id)
+        second = make_party(session, price="6", renter=renter, start=t0 + timedelta(seconds=1))
+    run = tick(t0 + timedelta(minutes=3))
+    charged = {c.rental_id: c.amount for c in run.charges}
+    assert charged == {first.rental_id: D("0.30"), second.rental_id: D("0.20")}
+    assert balance_of(first.renter_id) == 0
+    assert set(run.to_stop) == {first.rental_id, second.rental_id}
+
+
+def test_minutes_after_the_last_heartbeat_of_an_offline_node_are_free(tick, t0, invariants):
+    party = create_party(price="6", start=t0, node_status=NodeStatus.OFFLINE,
+                         last_seen_at=t0 + timedelta(minutes=4, seconds=10))
+    tick(t0 + timedelta(minutes=30))
+    assert rental_row(party.rental_id).billed_minutes == 5
+    assert ledger(party.rental_id)["usage"] == D("0.5")
+    assert invariants()["ok"]
+
+
+def test_an_offline_spell_is_not_billed_when_the_node_comes_back(tick, t0, settings):
+    party = create_party(price="6", start=t0)
+    tick(t0 + timedelta(minutes=10))
+    # The node stops at minute 12 and is flipped offline HEARTBEAT_TIMEOUT later; it is back at 40.
+    gone = t0 + timedelta(minutes=12)
+    with session_scope() as session:
+        node = session.get_one(HostNode, party.node_id)
+        transition_node(session, node, NodeStatus.OFFLINE, reason="test")
+        node.last_seen_at = gone
+    _move_last_event(party.node_id, gone + timedelta(seconds=settings.heartbeat_timeout_seconds))
+    tick(t0 + timedelta(minutes=20))
+    assert rental_row(party.rental_id).billed_minutes == 12
+    with session_scope() as session:
+        node = session.get_one(HostNode, party.node_id)
+        transition_node(session, node, NodeStatus.BUSY, reason="test")
+        node.last_seen_at = t0 + timedelta(minutes=40)
+    _move_last_event(party.node_id, t0 + timedelta(minutes=40))
+    tick(t0 + timedelta(minutes=50))
+    # 12 minutes before the spell, 10 after it: 22 minutes of the billable clock.
+    assert rental_row(party.rental_id).billed_minutes == 22
+    assert ledger(party.rental_id)["usage"] == D("2.2")
+
+
+def _move_last_event(node_id, at) -> None:
+    with session_scope() as session:
+        session.execute(text(
+            "UPDATE node_status_events SET at = :at WHERE id = (SELECT max(id) FROM "
+            "node_status_events WHERE node_id = :n)"), {"at": at, "n": node_id})
+
+
+def test_settling_bills_the_final_partial_minute(app, t0):
+    party = create_party(price="6", start=t0)
+    with session_scope() as session:
+        from app.rentals.models import Rental
+
+        rental = session.get_one(Rental, party.rental_id)
+        service.settle_rental(session, rental, t0 + timedelta(minutes=3, seconds=1))
+        assert (rental.billed_minutes, rental.billed_amount) == (4, D("0.4"))
+    assert ledger(party.rental_id)["usage"] == D("0.4")
+
+
+def test_settling_a_rental_on_an_offline_node_stops_at_its_last_heartbeat(app, t0):
+    party = create_party(price="6", start=t0, node_status=NodeStatus.OFFLINE,
+                         last_seen_at=t0 + timedelta(minutes=2, seconds=5))
+    with session_scope() as session:
+        from app.rentals.models import Rental
+
+        rental = session.get_one(Rental, party.rental_id)
+        service.settle_rental(session, rental, t0 + timedelta(minutes=12))
+    assert rental_row(party.rental_id).billed_minutes == 3
+
+
+def test_settling_charges_what_the_balance_covers_and_never_below_zero(app, t0, invariants):
+    party = create_party(price="6", balance="0.33", start=t0)
+    with session_scope() as session:
+        from app.rentals.models import Rental
+
+        rental = session.get_one(Rental, party.rental_id)
+        service.settle_rental(session, rental, t0 + timedelta(minutes=9))
+    assert balance_of(party.renter_id) == 0
+    assert ledger(party.rental_id)["usage"] == D("0.33")
+    assert invariants()["ok"]
+
+
+def test_the_stop_message_billing_sends_stops_the_rental_through_the_normal_path(app, t0):
+    from workers.billing import bill_active_rentals
+    from workers.rentals import stop_rental
+
+    party = create_party(price="6", balance="0.05", start=t0)
+    bill_active_rentals.fn()
+    [args] = queued_stops()
+    stop_rental.fn(*args)
+    row = rental_row(party.rental_id)
+    assert row.stop_requested_at is not None
+    assert row.stop_reason == "insufficient balance"
+    bill_active_rentals.fn()
+    assert queued_stops() == [args]  # not asked again once the stop is under way
+
+
+def test_the_scheduler_sends_the_tick_every_billing_tick_seconds(settings):
+    from workers.billing import bill_active_rentals
+    from workers.registry import periodic_jobs
+
+    jobs = {actor.actor_name: seconds for actor, seconds in periodic_jobs()}
+    assert jobs[bill_active_rentals.actor_name](settings) == settings.billing_tick_seconds
+
+
+def test_a_rental_ended_while_a_tick_runs_is_billed_exactly_once(settings, t0, invariants):
+    from sqlalchemy import select
+
+    from app.enums import RentalStatus
+    from app.rentals.models import Rental
+
+    parties = [create_party(price="2.2222", start=t0) for _ in range(20)]
+    end = t0 + timedelta(minutes=30, seconds=20)
+    barrier = threading.Barrier(2)
+    errors: list[BaseException] = []
+
+    def ticker() -> None:
+        try:
+            with session_scope() as session:
+                barrier.wait()
+                service.bill_active_rentals(session, now=end + timedelta(minutes=5),
+                                            settings=settings)
+        except BaseException as exc:
+            errors.append(exc)
+
+    def ender() -> None:
+        try:
+            with session_scope() as session:
+                # As the rentals domain ends a rental: its row locked, then settled.
+                ids = [p.rental_id for p in parties[::2]]
+                rentals = session.execute(select(Rental).where(Rental.id.in_(ids))
+                                          .order_by(Rental.id).with_for_update()).scalars().all()
+                barrier.wait()
+                for rental in rentals:
+                    rental.status, rental.end_time = RentalStatus.COMPLETED, end
+                    service.settle_rental(session, rental, end)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=ticker), threading.Thread(target=ender)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert not errors, errors
+    ended = {r.id for r in _all_rentals() if r.status == RentalStatus.COMPLETED}
+    assert ended == {p.rental_id for p in parties[::2]}
+    for party in parties:
+        minutes = 31 if party.rental_id in ended else 36
+        assert rental_row(party.rental_id).billed_minutes == minutes
+        assert ledger(party.rental_id)["usage"] == amount_for_minutes(D("2.2222"), minutes)
+    assert invariants()["ok"]
+
+
+def _all_rentals():
+    from sqlalchemy import select
+
+    from app.rentals.models import Rental
+
+    with session_scope() as session:
+        return session.execute(select(Rental)).scalars().all()

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
 from marshmallow import ValidationError, fields
 
 PLACES = Decimal("0.0001")
+_PLAIN_DECIMAL = re.compile(r"^-?[0-9]{1,12}(\.[0-9]+)?$")
 MAX_AMOUNT = Decimal("1000000000")
 
 
@@ -44,8 +46,11 @@ class Money(fields.Field):
             raise self.make_error("float")
         if isinstance(value, bool) or not isinstance(value, (str, int)):
             raise self.make_error("invalid")
+        text = str(value).strip()
+        if not _PLAIN_DECIMAL.match(text):
+            raise self.make_error("invalid")
         try:
-            number = Decimal(str(value).strip())
+            number = Decimal(text)
         except InvalidOperation:
             raise self.make_error("invalid") from None
         if not number.is_finite():

@@ -52,7 +52,9 @@ def test_decimal_strings_load_exactly(sent, loaded):
         ("-1", "greater than"),
         ("0", "greater than"),
         ("1000000000.0001", "at most"),
-        ("1e400", "at most"),
+        ("1e400", "decimal string"),
+        ("1e3", "decimal string"),
+        ("99999999999999", "decimal string"),
     ],
 )
 def test_floats_excess_places_and_nonsense_are_refused(sent, message):

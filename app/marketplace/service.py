@@ -1,0 +1,485 @@
+"""Offer search: filters and the query language turned into one indexed SQL query, keyset
+pagination, a Redis cache versioned by every node change, and the materialised reliability.
+
+The search SQL is assembled from fixed fragments: column names and operators come only from
+the whitelists below, and every value the caller gave is a bound parameter. PostgreSQL builds
+each item's JSON, so a page costs Python almost nothing beyond the round trip.
+
+Functions never commit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import re
+import typing
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+from typing import Any
+
+import redis
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+from sqlalchemy.orm import Session
+
+from app.db import get_engine, utcnow
+from app.errors import ValidationFailed
+from app.fleet.events import OFFERS_VERSION_KEY
+from app.marketplace.query import QueryError, Term, parse_query
+from app.pagination import decode_cursor, encode_cursor
+
+log = logging.getLogger(__name__)
+
+EARTH_RADIUS_KM = 6371.0088
+KM_PER_DEGREE = 2 * math.pi * EARTH_RADIUS_KM / 360
+CACHE_PREFIX = "dc:offers:cache:"
+RELIABILITY_WINDOW = timedelta(days=7)
+
+# What a renter may rent now. The partial offer indexes (migration 0005) use exactly this.
+OFFER_PREDICATE = "n.status = 'online' AND NOT n.draining AND NOT n.maintenance"
+# Must match the expression of ix_offers_value.
+VALUE_EXPR = "(n.tflops / NULLIF(n.hourly_rate, 0))"
+
+# Query-language fields -> SQL (the only column names that reach the SQL text).
+COLUMNS: dict[str, str] = {
+    "gpu_count": "n.gpu_count",
+    "gpu_vram_gb": "n.gpu_vram_gb",
+    "tflops": "n.tflops",
+    "cpu_cores": "n.cpu_cores",
+    "ram_gb": "n.ram_gb",
+    "disk_gb": "n.disk_gb",
+    "hourly_rate": "n.hourly_rate",
+    "country": "n.country",
+    "verified": "n.verified",
+    "reliability": "r.reliability",
+}
+OPERATORS: dict[str, str] = {"=": "=", "!=": "<>", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
+# Filter parameters of GET /offers that are lower bounds, and their columns.
+MINIMUMS: dict[str, str] = {
+    "min_gpu_count": "n.gpu_count",
+    "min_vram_gb": "n.gpu_vram_gb",
+    "min_tflops": "n.tflops",
+    "min_cpu_cores": "n.cpu_cores",
+    "min_ram_gb": "n.ram_gb",
+    "min_disk_gb": "n.disk_gb",
+    "min_price": "n.hourly_rate",
+}
+
+_DECIMAL_KEY = re.compile(r"-?\d{1,30}(\.\d{1,40})?", re.ASCII)
+_INVALID_CURSOR = {"cursor": ["Invalid cursor."]}
+
+
+@dataclass
+class _Sql:
+    """WHERE fragments and their bound parameters."""
+
+    where: list[str] = field(default_factory=lambda: [OFFER_PREDICATE])
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def param(self, value: Any, cast: str = "") -> str:
+        name = f"p{len(self.params)}"
+        self.params[name] = value
+        return f"%({name})s{cast}"
+
+
+def _like_contains(value: str) -> str:
+    escaped = value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+# ---------------------------------------------------------------------------------------------
+# Distance
+
+
+def _distance_sql(sql: _Sql, lat: float, lng: float) -> str:
+    """Great-circle distance in km (haversine) from (lat, lng); NULL without coordinates."""
+    lat_r = sql.param(math.radians(lat), "::float8")
+    lng_r = sql.param(math.radians(lng), "::float8")
+    cos_lat = sql.param(math.cos(math.radians(lat)), "::float8")
+    node_lat = "radians(n.lat::float8)"
+    half = (f"power(sin(({node_lat} - {lat_r}) / 2), 2) + {cos_lat} * cos({node_lat})"
+            f" * power(sin((radians(n.lng::float8) - {lng_r}) / 2), 2)")
+    # least() clamps rounding errors above 1 for asin; it ignores NULLs, hence the CASE.
+    return (f"(CASE WHEN n.lat IS NULL THEN NULL ELSE "
+            f"{2 * EARTH_RADIUS_KM!r} * asin(least(1.0::float8, sqrt({half}))) END)")
+
+
+def _degrees(value: float, rounding: str) -> Decimal:
+    # Decimal bounds keep the comparison numeric-to-numeric, so ix_offers_lat_lng applies.
+    return Decimal(repr(value)).quantize(Decimal("0.000001"), rounding=rounding)
+
+
+def _bounding_box(sql: _Sql, lat: float, lng: float, km: float) -> str:
+    """A lat/lng box that contains the circle of `km` around the point (an index prefilter)."""
+    dlat = km / KM_PER_DEGREE
+    low_lat, high_lat = lat - dlat, lat + dlat
+    box = (f"n.lat >= {sql.param(_degrees(max(low_lat, -90.0), ROUND_FLOOR))} AND "
+           f"n.lat <= {sql.param(_degrees(min(high_lat, 90.0), ROUND_CEILING))}")
+    ratio = math.sin(km / EARTH_RADIUS_KM) / max(math.cos(math.radians(lat)), 1e-12)
+    if low_lat <= -90 or high_lat >= 90 or km / EARTH_RADIUS_KM >= math.pi / 2 or ratio >= 1:
+        return box  # a pole is inside, or the circle spans every longitude
+    dlng = math.degrees(math.asin(ratio))
+    west, east = lng - dlng, lng + dlng
+    if west < -180:
+        west, east, joiner = west + 360, east, "OR"
+    elif east > 180:
+        west, east, joiner = west, east - 360, "OR"
+    else:
+        joiner = "AND"
+    low = sql.param(_degrees(west, ROUND_FLOOR))
+    high = sql.param(_degrees(east, ROUND_CEILING))
+    return f"{box} AND (n.lng >= {low} {joiner} n.lng <= {high})"
+
+
+# ---------------------------------------------------------------------------------------------
+# Filters and the query language
+
+
+def _term_sql(sql: _Sql, term: Term) -> str:
+    if term.field == "gpu_model":
+        if term.op == "in":
+            patterns = [_like_contains(v) for v in term.value]
+            return f"n.gpu_model ILIKE ANY ({sql.param(patterns)}::text[])"
+        contains = f"n.gpu_model ILIKE {sql.param(_like_contains(term.value))} ESCAPE '\\'"
+        return contains if term.op == "=" else f"NOT ({contains})"
+    column = COLUMNS[term.field]
+    if term.op == "in":
+        return f"{column} = ANY ({sql.param(list(term.value))})"
+    return f"{column} {OPERATORS[term.op]} {sql.param(term.value)}"
+
+
+def _filters(sql: _Sql, args: dict[str, Any], terms: list[Term], distance: str | None) -> None:
+    if args.get("gpu_model"):
+        sql.where.append(
+            f"n.gpu_model ILIKE {sql.param(_like_contains(args['gpu_model']))} ESCAPE '\\'")
+    for name, column in MINIMUMS.items():
+        if args.get(name) is not None:
+            sql.where.append(f"{column} >= {sql.param(args[name])}")
+    if args.get("max_price") is not None:
+        sql.where.append(f"n.hourly_rate <= {sql.param(args['max_price'])}")
+    if args.get("country"):
+        sql.where.append(f"n.country = {sql.param(args['country'])}")
+    if args.get("verified") is not None:
+        sql.where.append("n.verified" if args["verified"] else "NOT n.verified")
+    near, max_km = args.get("near"), args.get("max_distance_km")
+    if near is not None and distance is not None and max_km is not None:
+        sql.where.append(_bounding_box(sql, near[0], near[1], max_km))
+        sql.where.append(f"{distance} <= {sql.param(float(max_km), '::float8')}")
+    sql.where.extend(_term_sql(sql, t) for t in terms)
+
+
+# ---------------------------------------------------------------------------------------------
+# Sorting and keyset pagination
+
+
+@dataclass(frozen=True)
+class SortMode:
+    name: str
+    descending: bool
+
+    def keys(self, distance: str | None) -> list[str]:
+        """The sort key expressions (the node id follows as the tie-breaker)."""
+        if self.name == "price":
+            return ["n.hourly_rate"]
+        if self.name == "tflops":
+            return ["n.tflops"]
+        if self.name == "value":
+            return [VALUE_EXPR]
+        assert distance is not None
+        return [f"coalesce({distance}, 'Infinity'::float8)", "n.hourly_rate"]
+
+    @property
+    def key_casts(self) -> list[str]:
+        return ["::float8", ""] if self.name == "distance" else [""]
+
+
+SORT_MODES = {
+    "price": SortMode("price", False),
+    "-price": SortMode("price", True),
+    "tflops": SortMode("tflops", True),
+    "value": SortMode("value", True),
+    "distance": SortMode("distance", False),
+}
+
+
+def effective_sort(sort: str, near: tuple[float, float] | None) -> str:
+    """`relevance`: nearest first when `near` is given (then cheapest), else cheapest first."""
+    if sort == "relevance":
+        return "distance" if near is not None else "price"
+    return sort
+
+
+def _key_value(value: Any) -> Any:
+    """A sort key value as the cursor carries it: exact decimal text, or a float distance."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None  # no coordinates: sorted last
+    return format(Decimal(value), "f")
+
+
+def _parse_key(mode: SortMode, values: list[Any]) -> list[Any]:
+    """Check the key values of a decoded cursor; anything unexpected is a 422."""
+    if len(values) != len(mode.key_casts):
+        raise ValidationFailed("The cursor is not valid.", errors=_INVALID_CURSOR)
+    out: list[Any] = []
+    for index, value in enumerate(values):
+        if mode.name == "distance" and index == 0:
+            if value is None:
+                out.append(math.inf)  # nodes without coordinates come last
+            elif (isinstance(value, (int, float)) and not isinstance(value, bool)
+                  and math.isfinite(value) and value >= 0):
+                out.append(float(value))
+            else:
+                raise ValidationFailed("The cursor is not valid.", errors=_INVALID_CURSOR)
+        elif isinstance(value, str) and _DECIMAL_KEY.fullmatch(value):
+            out.append(Decimal(value))
+        else:
+            raise ValidationFailed("The cursor is not valid.", errors=_INVALID_CURSOR)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The search
+
+
+def parse_terms(q: str | None) -> list[Term]:
+    if not q:
+        return []
+    try:
+        return parse_query(q)
+    except QueryError as exc:
+        message = exc.message
+        if exc.term and f"'{exc.term}'" not in message:
+            message = f"{message} (in '{exc.term}')"
+        raise ValidationFailed(f"The query is not valid: {message}",
+                               errors={"q": [message]}) from None
+
+
+def _normalized(args: dict[str, Any], terms: list[Term]) -> dict[str, Any]:
+    """The search's identity, independent of how it was spelled (cache key, cursor binding)."""
+    out: dict[str, Any] = {}
+    for key, value in args.items():
+        if key in ("limit", "cursor", "q") or value is None:
+            continue
+        if isinstance(value, Decimal):
+            value = format(value.normalize(), "f")
+        elif key == "gpu_model":
+            value = value.lower()
+        elif isinstance(value, tuple):
+            value = [repr(float(v)) for v in value]
+        elif isinstance(value, float):
+            value = repr(value)
+        out[key] = value
+    out["sort"] = effective_sort(args.get("sort") or "relevance", args.get("near"))
+    if terms:
+        out["q"] = sorted({t.normalized() for t in terms})
+    return out
+
+
+def _digest(data: Any, size: int) -> str:
+    raw = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(raw.encode()).hexdigest()[:size]
+
+
+@dataclass(frozen=True)
+class Search:
+    sql: str
+    params: dict[str, Any]
+    mode: SortMode
+    sort_name: str
+    fingerprint: str
+
+
+def build_search(args: dict[str, Any], terms: list[Term]) -> Search:
+    """The SQL for one page (limit + 1 rows): (item JSON, sort keys..., id) per row."""
+    near: tuple[float, float] | None = args.get("near")
+    sort_name = effective_sort(args.get("sort") or "relevance", near)
+    mode = SORT_MODES[sort_name]
+    fingerprint = _digest(_normalized(args, terms), 16)
+    sql = _Sql()
+    distance = _distance_sql(sql, *near) if near is not None else None
+    _filters(sql, args, terms, distance)
+    if mode.name == "value":
+        sql.where.append("n.hourly_rate > 0")
+    keys = [*mode.keys(distance), "n.id"]
+
+    after = decode_cursor(args.get("cursor"), (str, str, list, str))
+    if after is not None:
+        cursor_fingerprint, cursor_sort, key_values, last_id = after
+        if cursor_fingerprint != fingerprint or cursor_sort != sort_name:
+            raise ValidationFailed("The cursor belongs to a different search.",
+                                   errors={"cursor": ["The cursor belongs to a different search; "
+                                                      "start again without it."]})
+        try:
+            last = str(uuid.UUID(last_id))
+        except ValueError:
+            raise ValidationFailed("The cursor is not valid.", errors=_INVALID_CURSOR) from None
+        bound = [sql.param(v, cast) for v, cast in zip(_parse_key(mode, key_values),
+                                                       mode.key_casts, strict=True)]
+        bound.append(sql.param(last, "::uuid"))
+        compare = "<" if mode.descending else ">"
+        sql.where.append(f"({', '.join(keys)}) {compare} ({', '.join(bound)})")
+
+    direction = " DESC" if mode.descending else ""
+    sort_columns = [f"{k} AS sort_{i}" for i, k in enumerate(keys[:-1])]
+    join = ("JOIN node_reliability r ON r.node_id = n.id"
+            if any(t.field == "reliability" for t in terms) else "")
+    inner = (
+        "SELECT n.id, n.gpu_model, n.gpu_count, n.gpu_vram_gb, n.tflops, n.cpu_cores, "
+        "n.ram_gb, n.disk_gb, n.hourly_rate, n.country, n.location->>'city' AS city, "
+        f"n.verified, {distance or 'NULL::float8'} AS distance, {', '.join(sort_columns)} "
+        f"FROM host_nodes n {join} WHERE {' AND '.join(sql.where)} "
+        f"ORDER BY {', '.join(k + direction for k in keys)} "
+        f"LIMIT {sql.param(int(args['limit']) + 1)}"
+    )
+    distance_item = "round(p.distance::numeric, 2) AS distance_km, " if near is not None else ""
+    outer_keys = [f"p.sort_{i}" for i in range(len(keys) - 1)] + ["p.id"]
+    # The item in the contract's field order (row_to_json writes compact JSON). Reliability is
+    # probed for the page's rows only (a primary-key lookup each).
+    statement = (
+        "SELECT (SELECT row_to_json(item)::text FROM (SELECT p.id AS node_id, p.gpu_model, "
+        "p.gpu_count, p.gpu_vram_gb, p.tflops, p.cpu_cores, p.ram_gb, p.disk_gb, "
+        "p.hourly_rate::text AS hourly_rate, "
+        "(SELECT row_to_json(place) FROM (SELECT p.country, p.city) place) AS location, "
+        f"{distance_item}p.verified, "
+        "(SELECT r.reliability FROM node_reliability r WHERE r.node_id = p.id) AS reliability"
+        f") item), {', '.join(outer_keys)} FROM ({inner}) p "
+        f"ORDER BY {', '.join(k + direction for k in outer_keys)}"
+    )
+    return Search(statement, sql.params, mode, sort_name, fingerprint)
+
+
+def search_page(connection: Connection, *, args: dict[str, Any]) -> str:
+    """One page of offers as JSON text: `{"items": [...], "next_cursor": str | null}`."""
+    search = build_search(args, parse_terms(args.get("q")))
+    rows = connection.exec_driver_sql(search.sql, search.params).all()
+    limit = int(args["limit"])
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        last = rows[-1]
+        key = [_key_value(v) for v in last[1:-1]]
+        next_cursor = encode_cursor([search.fingerprint, search.sort_name, key, str(last[-1])])
+    return ('{"items":[' + ",".join(row[0] for row in rows) + '],"next_cursor":'
+            + json.dumps(next_cursor) + "}")
+
+
+def search_offers(connection: Connection, *, args: dict[str, Any]) -> dict[str, Any]:
+    """One page of offers: `{"items": [...], "next_cursor": str | None}`."""
+    return typing.cast(dict[str, Any], json.loads(search_page(connection, args=args)))
+
+
+# ---------------------------------------------------------------------------------------------
+# The cache: entries are stamped with the offers version; any node change bumps the version
+# (app.fleet.events, after commit), so an entry never outlives the state it was built from.
+
+
+def cache_key(args: dict[str, Any]) -> str:
+    terms = parse_terms(args.get("q"))
+    identity = {**_normalized(args, terms), "limit": args["limit"], "cursor": args.get("cursor")}
+    return CACHE_PREFIX + _digest(identity, 40)
+
+
+@dataclass
+class CachedSearch:
+    """A page as JSON text; `store` (when set) puts it in the cache and may run after the
+    response is sent."""
+
+    body: str
+    store: Callable[[], None] | None = None
+
+
+def search_offers_json(*, args: dict[str, Any], redis_client: redis.Redis,
+                       ttl_seconds: int, connection: Connection | None = None) -> CachedSearch:
+    """The page from the cache when it is current for the offers version, else from the
+    database (one autocommit statement: no BEGIN/ROLLBACK round trips for a read)."""
+    key = cache_key(args)
+    try:
+        # decode_responses=True: the values are text.
+        version, cached = typing.cast(list[str | None], redis_client.mget(OFFERS_VERSION_KEY, key))
+    except redis.RedisError:
+        log.warning("offers cache unavailable; searching without it", exc_info=True)
+        return CachedSearch(_run_search(args, connection))
+    version = version or "0"
+    if cached is not None:
+        stamp, _, body = cached.partition("|")
+        if stamp == version:
+            return CachedSearch(body)
+    # The version is read before the query runs: a change committed meanwhile bumps it, and
+    # this entry (stamped with the older version) is never served.
+    body = _run_search(args, connection)
+
+    def store() -> None:
+        try:
+            redis_client.set(key, f"{version}|{body}", ex=ttl_seconds)
+        except redis.RedisError:
+            log.warning("could not store a search in the offers cache", exc_info=True)
+
+    return CachedSearch(body, store)
+
+
+def _run_search(args: dict[str, Any], connection: Connection | None) -> str:
+    if connection is not None:
+        return search_page(connection, args=args)
+    with get_engine().connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        return search_page(conn, args=args)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reliability
+
+_RELIABILITY_SQL = text("""
+WITH ev AS (
+    SELECT e.node_id, e.status::text AS status, e.at, e.id
+    FROM node_status_events e
+    WHERE e.at >= :t0 AND e.at < :t1
+    UNION ALL
+    -- The status each node had when the window opened.
+    SELECT n.id, last.status::text, CAST(:t0 AS timestamptz), last.id
+    FROM host_nodes n
+    CROSS JOIN LATERAL (
+        SELECT e.status, e.id FROM node_status_events e
+        WHERE e.node_id = n.id AND e.at < :t0
+        ORDER BY e.at DESC, e.id DESC LIMIT 1
+    ) last
+),
+spans AS (
+    SELECT node_id, status, at,
+           lead(at, 1, CAST(:t1 AS timestamptz)) OVER (PARTITION BY node_id ORDER BY at, id)
+               AS until
+    FROM ev
+),
+up AS (
+    SELECT node_id,
+           sum(extract(epoch FROM until - at)) FILTER (WHERE status IN ('online', 'busy')) AS up_s
+    FROM spans GROUP BY node_id
+)
+INSERT INTO node_reliability (node_id, reliability, computed_at)
+SELECT n.id,
+       round(least(1, greatest(0, coalesce(up.up_s, 0)
+             / greatest(extract(epoch FROM CAST(:t1 AS timestamptz)
+                                          - greatest(CAST(:t0 AS timestamptz), n.created_at)), 1)
+       ))::numeric, 4),
+       :t1
+FROM host_nodes n LEFT JOIN up ON up.node_id = n.id
+ON CONFLICT (node_id) DO UPDATE
+    SET reliability = excluded.reliability, computed_at = excluded.computed_at
+""")
+
+
+def refresh_reliability(session: Session, *, now: datetime | None = None) -> int:
+    """Recompute every node's uptime fraction over the last 7 days; return the rows written.
+
+    Up means online or busy. The denominator is the part of the window the node existed for,
+    so a node registered yesterday and up since is at 1.0. Before its first recorded event a
+    node counts as offline (nodes are registered offline).
+    """
+    t1 = now or utcnow()
+    t0 = t1 - RELIABILITY_WINDOW
+    result = session.execute(_RELIABILITY_SQL, {"t0": t0, "t1": t1})
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]

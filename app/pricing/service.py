@@ -1,0 +1,226 @@
+"""Smart pricing: a suggested hourly rate for a node, from the market or from the baseline.
+
+The formula (documented in docs/pricing-baseline.md):
+
+* Comparable nodes: GPU nodes with the same GPU model (ignoring case) that are online or busy,
+  the node itself excluded.
+* Market sample: the per-GPU prices (hourly_rate / gpu_count) of the comparable nodes whose price
+  the host set (auto-matching nodes are left out, or the job would chase its own output).
+  p25, median and p75 use linear interpolation and are scaled to this node's gpu_count.
+* Basis: "market" (the median) when the sample holds at least MIN_SAMPLES prices, otherwise
+  "baseline" (app.pricing.baseline: a reference price per GPU model; CPU-only nodes per core and
+  per GB of RAM).
+* Demand: b = busy / comparable nodes (auto-matching ones included). With at least MIN_SAMPLES
+  comparable nodes the basis price is multiplied by
+  1 + MAX_SURGE * (b - 0.5) / 0.5 when b >= 0.5 (up to +20 % when all are busy), and
+  1 - MAX_DISCOUNT * (0.5 - b) / 0.5 when b < 0.5 (down to -10 % when none is); else by 1.
+* suggested = quantize(basis price * multiplier), at least 0.0001.
+
+Functions never commit.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from app.enums import NodeStatus
+from app.fleet.events import node_changed
+from app.fleet.models import HostNode
+from app.money import quantize, to_wire
+from app.pricing.baseline import BaselinePrice, cpu_baseline, gpu_baseline
+from app.pricing.models import PriceChange
+
+MIN_SAMPLES = 5
+TARGET_BUSY = Decimal("0.5")
+MAX_SURGE = Decimal("0.20")
+MAX_DISCOUNT = Decimal("0.10")
+SMALLEST_RATE = Decimal("0.0001")
+
+
+@dataclass(frozen=True)
+class Peer:
+    id: uuid.UUID
+    per_gpu: Decimal
+    busy: bool
+    auto_match: bool
+
+
+@dataclass(frozen=True)
+class MarketStats:
+    sample_size: int
+    p25: Decimal | None
+    median: Decimal | None
+    p75: Decimal | None
+
+
+@dataclass(frozen=True)
+class Demand:
+    similar_nodes: int
+    busy_nodes: int
+    busy_fraction: Decimal | None
+    multiplier: Decimal
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    suggested_hourly_rate: Decimal
+    basis: str  # "market" | "baseline"
+    market: MarketStats
+    demand: Demand
+    baseline: BaselinePrice | None
+
+    def to_dict(self) -> dict[str, Any]:
+        def money(value: Decimal | None) -> str | None:
+            return None if value is None else to_wire(value)
+
+        return {
+            "suggested_hourly_rate": to_wire(self.suggested_hourly_rate),
+            "basis": self.basis,
+            "market": {"sample_size": self.market.sample_size, "p25": money(self.market.p25),
+                       "median": money(self.market.median), "p75": money(self.market.p75)},
+            "demand": {"similar_nodes": self.demand.similar_nodes,
+                       "busy_nodes": self.demand.busy_nodes,
+                       "busy_fraction": (None if self.demand.busy_fraction is None
+                                         else float(round(self.demand.busy_fraction, 4))),
+                       "multiplier": str(self.demand.multiplier)},
+            "baseline": (None if self.baseline is None else
+                         {"reference": self.baseline.reference,
+                          "unit_price": to_wire(self.baseline.per_unit)}),
+        }
+
+
+def percentile(sorted_values: Sequence[Decimal], fraction: Decimal) -> Decimal:
+    """Linear interpolation between closest ranks (as PostgreSQL's percentile_cont)."""
+    if not sorted_values:
+        raise ValueError("no values")
+    position = (len(sorted_values) - 1) * fraction
+    low = int(position)
+    high = min(low + 1, len(sorted_values) - 1)
+    weight = position - low
+    return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * weight
+
+
+def demand_multiplier(similar: int, busy: int) -> tuple[Decimal | None, Decimal]:
+    """(busy fraction, price multiplier) for the comparable nodes; 1 when too few to judge."""
+    if similar == 0:
+        return None, Decimal(1)
+    fraction = Decimal(busy) / Decimal(similar)
+    if similar < MIN_SAMPLES:
+        return fraction, Decimal(1)
+    if fraction >= TARGET_BUSY:
+        multiplier = 1 + MAX_SURGE * (fraction - TARGET_BUSY) / (1 - TARGET_BUSY)
+    else:
+        multiplier = 1 - MAX_DISCOUNT * (TARGET_BUSY - fraction) / TARGET_BUSY
+    return fraction, multiplier.quantize(Decimal("0.0001"))
+
+
+class SmartPricingService:
+    """Suggests prices from a snapshot of the market, loaded once per GPU model per instance."""
+
+    def __init__(self, session: Session):
+        self.session = session
+        self._peers: dict[str, list[Peer]] = {}
+
+    def peers(self, gpu_model: str) -> list[Peer]:
+        key = gpu_model.lower()
+        if key not in self._peers:
+            rows = self.session.execute(
+                select(HostNode.id, HostNode.hourly_rate, HostNode.gpu_count, HostNode.status,
+                       HostNode.auto_match_market)
+                .where(func.lower(HostNode.gpu_model) == key, HostNode.gpu_count > 0,
+                       HostNode.status.in_([NodeStatus.ONLINE, NodeStatus.BUSY]))
+            ).all()
+            self._peers[key] = [
+                Peer(id=row.id, per_gpu=Decimal(row.hourly_rate) / row.gpu_count,
+                     busy=row.status == NodeStatus.BUSY, auto_match=bool(row.auto_match_market))
+                for row in rows
+            ]
+        return self._peers[key]
+
+    def suggest(self, node: HostNode) -> Suggestion:
+        """The suggested hourly rate for the whole node, with the figures behind it."""
+        gpu_count = int(node.specs.get("gpu_count") or 0)
+        if gpu_count == 0:
+            baseline = cpu_baseline(int(node.specs["cpu_cores"]),
+                                    Decimal(str(node.specs["ram_gb"])))
+            return Suggestion(_positive(baseline.per_unit), "baseline",
+                              MarketStats(0, None, None, None), Demand(0, 0, None, Decimal(1)),
+                              baseline)
+
+        peers = [p for p in self.peers(str(node.specs["gpu_model"])) if p.id != node.id]
+        prices = sorted(p.per_gpu for p in peers if not p.auto_match)
+        busy = sum(1 for p in peers if p.busy)
+        fraction, multiplier = demand_multiplier(len(peers), busy)
+        demand = Demand(len(peers), busy, fraction, multiplier)
+        count = Decimal(gpu_count)
+        if prices:
+            market = MarketStats(len(prices),
+                                 quantize(percentile(prices, Decimal("0.25")) * count),
+                                 quantize(percentile(prices, Decimal("0.5")) * count),
+                                 quantize(percentile(prices, Decimal("0.75")) * count))
+        else:
+            market = MarketStats(0, None, None, None)
+
+        if len(prices) >= MIN_SAMPLES:
+            base = percentile(prices, Decimal("0.5")) * count
+            return Suggestion(_positive(base * multiplier), "market", market, demand, None)
+        baseline = gpu_baseline(str(node.specs["gpu_model"]),
+                                Decimal(str(node.specs.get("gpu_vram_gb") or 0)))
+        return Suggestion(_positive(baseline.per_unit * count * multiplier), "baseline", market,
+                          demand, baseline)
+
+
+def _positive(value: Decimal) -> Decimal:
+    return max(quantize(value), SMALLEST_RATE)
+
+
+def suggest_for_node(session: Session, *, node: HostNode) -> Suggestion:
+    return SmartPricingService(session).suggest(node)
+
+
+def reprice_nodes(session: Session, *, node_ids: Sequence[uuid.UUID]) -> list[PriceChange]:
+    """Move each auto-matching node among `node_ids` to its suggested rate, never below its
+    min_hourly_rate; record each change. Rentals keep the cost_per_hour locked at their start.
+
+    Rows another transaction holds (a host editing the node) are skipped until the next run.
+    """
+    nodes = session.execute(
+        select(HostNode)
+        .where(HostNode.id.in_(list(node_ids)), HostNode.auto_match_market)
+        .order_by(HostNode.id)
+        .with_for_update(skip_locked=True)
+    ).scalars().all()
+    pricing = SmartPricingService(session)
+    changes: list[PriceChange] = []
+    for node in nodes:
+        suggestion = pricing.suggest(node)
+        new_rate, reason = suggestion.suggested_hourly_rate, "auto_match"
+        floor_raw = node.pricing.get("min_hourly_rate")
+        if floor_raw is not None and new_rate < Decimal(floor_raw):
+            new_rate, reason = quantize(Decimal(floor_raw)), "floor"
+        old_rate = quantize(Decimal(node.pricing["hourly_rate"]))
+        if new_rate == old_rate:
+            continue
+        node.pricing = {**node.pricing, "hourly_rate": to_wire(new_rate)}
+        change = PriceChange(node_id=node.id, old_rate=old_rate, new_rate=new_rate,
+                             basis=suggestion.basis, reason=reason,
+                             suggested_rate=suggestion.suggested_hourly_rate,
+                             sample_size=suggestion.market.sample_size)
+        session.add(change)
+        node_changed(session, node.id)
+        changes.append(change)
+    session.flush()
+    return changes
+
+
+def auto_match_node_ids(session: Session) -> list[uuid.UUID]:
+    return list(session.execute(
+        select(HostNode.id).where(HostNode.auto_match_market).order_by(HostNode.id)
+    ).scalars())

@@ -15,20 +15,36 @@ class PortAllocation(Base):
 
     __tablename__ = "port_allocations"
     __table_args__ = (
-        Index("uq_port_allocations_live_port", "port", unique=True,
-              postgresql_where=text("released_at IS NULL")),
+        Index(
+            "uq_port_allocations_live_port",
+            "port",
+            unique=True,
+            postgresql_where=text("released_at IS NULL"),
+        ),
         Index("ix_port_allocations_rental", "rental_id"),
+        # One live public port per container port of a rental: a redelivered provisioning
+        # message cannot allocate a second one.
+        Index(
+            "uq_port_allocations_live_rental_port",
+            "rental_id",
+            "container_port",
+            unique=True,
+            postgresql_where=text("released_at IS NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     port: Mapped[int] = mapped_column(Integer, nullable=False)
     container_port: Mapped[int] = mapped_column(Integer, nullable=False)
     node_id: Mapped[uuid.UUID] = mapped_column(
-        UUID(as_uuid=True), ForeignKey("host_nodes.id", ondelete="CASCADE"), nullable=False)
+        UUID(as_uuid=True), ForeignKey("host_nodes.id", ondelete="CASCADE"), nullable=False
+    )
     rental_id: Mapped[uuid.UUID] = mapped_column(
-        UUID(as_uuid=True), ForeignKey("rentals.id", ondelete="CASCADE"), nullable=False)
-    allocated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False,
-                                                   server_default=text("now()"))
+        UUID(as_uuid=True), ForeignKey("rentals.id", ondelete="CASCADE"), nullable=False
+    )
+    allocated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=text("now()")
+    )
     released_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     proxy_name: Mapped[str | None] = mapped_column(String(200))
     proxy_opened_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

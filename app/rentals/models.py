@@ -17,27 +17,40 @@ class Rental(Base):
     __tablename__ = "rentals"
     __table_args__ = (
         # A rental takes a whole node: at most one pending or active rental per node.
-        Index("uq_rentals_one_live_per_node", "node_id", unique=True,
-              postgresql_where=text("status IN ('pending', 'active')")),
+        Index(
+            "uq_rentals_one_live_per_node",
+            "node_id",
+            unique=True,
+            postgresql_where=text("status IN ('pending', 'active')"),
+        ),
         Index("ix_rentals_renter_created", "renter_id", "created_at"),
         Index("ix_rentals_status", "status"),
     )
 
     id: Mapped[uuid.UUID] = uuid_pk()
     renter_id: Mapped[uuid.UUID] = mapped_column(
-        UUID(as_uuid=True), ForeignKey("users.id", ondelete="RESTRICT"), nullable=False)
+        UUID(as_uuid=True), ForeignKey("users.id", ondelete="RESTRICT"), nullable=False
+    )
     node_id: Mapped[uuid.UUID] = mapped_column(
-        UUID(as_uuid=True), ForeignKey("host_nodes.id", ondelete="RESTRICT"), nullable=False,
-        index=True)
+        UUID(as_uuid=True),
+        ForeignKey("host_nodes.id", ondelete="RESTRICT"),
+        nullable=False,
+        index=True,
+    )
     status: Mapped[RentalStatus] = mapped_column(
-        pg_enum(RentalStatus, "rental_status"), nullable=False, default=RentalStatus.PENDING,
-        server_default=RentalStatus.PENDING.value)
+        pg_enum(RentalStatus, "rental_status"),
+        nullable=False,
+        default=RentalStatus.PENDING,
+        server_default=RentalStatus.PENDING.value,
+    )
     image: Mapped[str] = mapped_column(String(512), nullable=False)
     command: Mapped[list[str] | None] = mapped_column(JSONB)
-    env: Mapped[dict[str, str]] = mapped_column(JSONB, nullable=False, default=dict,
-                                                server_default=text("'{}'::jsonb"))
-    ports: Mapped[list[int]] = mapped_column(JSONB, nullable=False, default=list,
-                                             server_default=text("'[]'::jsonb"))
+    env: Mapped[dict[str, str]] = mapped_column(
+        JSONB, nullable=False, default=dict, server_default=text("'{}'::jsonb")
+    )
+    ports: Mapped[list[int]] = mapped_column(
+        JSONB, nullable=False, default=list, server_default=text("'[]'::jsonb")
+    )
     cost_per_hour: Mapped[Decimal] = mapped_column(Numeric(18, 4), nullable=False)
     start_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     end_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -45,10 +58,16 @@ class Rental(Base):
     connection_info: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     failure_reason: Mapped[str | None] = mapped_column(Text)
     # Billing watermark: minutes since start_time already charged, and their cumulative amount.
-    billed_minutes: Mapped[int] = mapped_column(Integer, nullable=False, default=0,
-                                                server_default=text("0"))
-    billed_amount: Mapped[Decimal] = mapped_column(Numeric(18, 4), nullable=False,
-                                                   default=Decimal(0), server_default=text("0"))
+    billed_minutes: Mapped[int] = mapped_column(
+        Integer, nullable=False, default=0, server_default=text("0")
+    )
+    billed_amount: Mapped[Decimal] = mapped_column(
+        Numeric(18, 4), nullable=False, default=Decimal(0), server_default=text("0")
+    )
     stop_requested_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Why a stop was asked for (e.g. "insufficient balance"); becomes failure_reason at the end.
+    stop_reason: Mapped[str | None] = mapped_column(Text)
+    # The container's exit status when it stopped (None when unknown or never started).
+    exit_code: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = created_at_column()
     updated_at: Mapped[datetime] = updated_at_column()

@@ -1,3 +1,136 @@
+from __future__ import annotations
+
+import uuid
+
+from flask import current_app, jsonify, request
+from flask.views import MethodView
 from flask_smorest import Blueprint
 
+from app import idempotency
+from app.auth.current import current_user, is_admin, login_required
+from app.pagination import PageArgsSchema
+from app.rentals import service
+from app.rentals.schemas import (
+    HostRentalListSchema,
+    RentalCreateSchema,
+    RentalEnvelopeSchema,
+    RentalListSchema,
+    RentalQueryArgsSchema,
+)
+from app.web import db_session, enqueue_after_commit
+
 blp = Blueprint("rentals", __name__, url_prefix="/api/v1", description="Rentals")
+SECURITY: list[dict[str, list[str]]] = [{"bearerAuth": []}]
+IDEMPOTENCY_HEADER = {
+    "in": "header",
+    "name": "Idempotency-Key",
+    "required": False,
+    "schema": {"type": "string", "maxLength": 255},
+    "description": "The same key from the same user returns the first result.",
+}
+
+
+@blp.route("/rentals")
+class Rentals(MethodView):
+    decorators = [login_required]
+
+    @blp.arguments(RentalQueryArgsSchema, location="query")
+    @blp.response(200, RentalListSchema)
+    @blp.doc(security=SECURITY)
+    def get(self, args):
+        """List my rentals, newest first."""
+        user = current_user()
+        items, next_cursor = service.list_rentals(db_session(), renter=user, **args)
+        return {
+            "items": [service.rental_view(r, balance=user.balance) for r in items],
+            "next_cursor": next_cursor,
+        }
+
+    @blp.arguments(RentalCreateSchema)
+    @blp.response(202, RentalEnvelopeSchema)
+    @blp.doc(security=SECURITY, parameters=[IDEMPOTENCY_HEADER])
+    def post(self, data):
+        """Rent a node: the rental starts pending and becomes active once its container runs."""
+        from workers.rentals import provision_rental
+
+        session = db_session()
+        user = current_user()
+        key = idempotency.validate_key(request.headers.get("Idempotency-Key"))
+        if key is not None:
+            replay = idempotency.claim(
+                session, user_id=user.id, key=key, endpoint="POST /rentals", payload=data
+            )
+            if replay is not None:
+                status, body = replay
+                session.rollback()
+                response = jsonify(body)
+                response.status_code = status
+                return response
+        rental = service.create_rental(
+            session, renter=user, settings=current_app.config["DC_SETTINGS"], **data
+        )
+        view = service.rental_view(rental, balance=user.balance)
+        if key is not None:
+            idempotency.record(
+                session,
+                user_id=user.id,
+                key=key,
+                status_code=202,
+                body=RentalEnvelopeSchema().dump({"rental": view}),
+            )
+        enqueue_after_commit(session, provision_rental, str(rental.id))
+        session.commit()
+        return {"rental": view}
+
+
+@blp.route("/rentals/<uuid:rental_id>")
+class RentalById(MethodView):
+    decorators = [login_required]
+
+    @blp.response(200, RentalEnvelopeSchema)
+    @blp.doc(security=SECURITY)
+    def get(self, rental_id: uuid.UUID):
+        """Show one of my rentals with its cost so far and connection details."""
+        user = current_user()
+        rental = service.get_rental(
+            db_session(), user=user, rental_id=rental_id, admin=is_admin(user)
+        )
+        balance = user.balance if rental.renter_id == user.id else None
+        return {"rental": service.rental_view(rental, balance=balance)}
+
+
+@blp.route("/rentals/<uuid:rental_id>/stop")
+class RentalStop(MethodView):
+    decorators = [login_required]
+
+    @blp.response(202, RentalEnvelopeSchema)
+    @blp.doc(security=SECURITY)
+    def post(self, rental_id: uuid.UUID):
+        """Stop a rental (a pending one is cancelled); asking again changes nothing."""
+        from workers.rentals import stop_rental
+
+        session = db_session()
+        user = current_user()
+        admin = is_admin(user)
+        rental = service.get_rental(session, user=user, rental_id=rental_id, admin=admin, lock=True)
+        reason = "stopped by an administrator" if admin and rental.renter_id != user.id else None
+        if service.request_stop(session, rental=rental, reason=reason):
+            enqueue_after_commit(session, stop_rental, str(rental.id), reason)
+        session.commit()
+        balance = user.balance if rental.renter_id == user.id else None
+        return {"rental": service.rental_view(rental, balance=balance)}
+
+
+@blp.route("/nodes/<uuid:node_id>/rentals")
+class NodeRentals(MethodView):
+    decorators = [login_required]
+
+    @blp.arguments(PageArgsSchema, location="query")
+    @blp.response(200, HostRentalListSchema)
+    @blp.doc(security=SECURITY)
+    def get(self, args, node_id: uuid.UUID):
+        """List the rentals on one of my nodes, newest first."""
+        items, next_cursor = service.list_node_rentals(
+            db_session(), owner=current_user(), node_id=node_id, **args
+        )
+        return {"items": items, "next_cursor": next_cursor}

@@ -1,0 +1,188 @@
+"""The main job end to end: real API (gunicorn + gevent), worker, scheduler, a real agent process
+and the real container engine, PostgreSQL, Redis and InfluxDB.
+
+rent -> container running (seen through the engine) -> active with connection info -> stop ->
+container gone, rental completed, ports free, node online again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import docker
+import pytest
+import requests
+
+from tests.procs import (
+    Proc,
+    api_server,
+    free_port,
+    running,
+    scheduler_process,
+    wait_http,
+    wait_until,
+    worker_process,
+)
+from tests.rentals.helpers import all_allocations, live_allocations, load_rental
+
+IMAGE = "localhost/busybox:latest"
+# A node this machine can really serve: no GPU, one core, 1 GB of RAM.
+SMALL_NODE = {
+    "specs": {
+        "gpu_model": "none",
+        "gpu_count": 0,
+        "gpu_vram_gb": 0,
+        "tflops": 0,
+        "cpu_cores": 1,
+        "ram_gb": 1,
+        "disk_gb": 1,
+    },
+    "pricing": {"hourly_rate": "0.6000"},
+}
+# Exits on SIGTERM, so the graceful stop does not wait out the grace period.
+COMMAND = ["sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"]
+
+
+@pytest.fixture(scope="module")
+def engine() -> docker.DockerClient:
+    client = docker.DockerClient(base_url=os.environ["DOCKER_HOST"])
+    client.images.get(IMAGE)
+    return client
+
+
+def rental_containers(engine: docker.DockerClient, rental_id: str) -> list:
+    return engine.containers.list(all=True, filters={"label": f"dc.rental_id={rental_id}"})
+
+
+def agent_process(url: str, api_key: str, data_dir: Path) -> Proc:
+    return Proc(
+        "rental-e2e-agent",
+        [
+            sys.executable,
+            "-m",
+            "agent",
+            "--platform-url",
+            url,
+            "--api-key",
+            api_key,
+            "--data-dir",
+            str(data_dir),
+            "--heartbeat-interval",
+            "1",
+            "--frpc-bin",
+            "",
+        ],
+        {"DC_LOG_LEVEL": "INFO"},
+    )
+
+
+def test_a_renter_rents_a_node_reaches_its_container_and_stops_it(
+    register_node, host, renter, engine, tmp_path, settings
+):
+    node = register_node(host, **SMALL_NODE)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    api = f"{url}/api/v1"
+    rental_id = None
+    try:
+        with running(
+            api_server(port, name="rental-e2e-api"),
+            worker_process(name="rental-e2e-worker"),
+            scheduler_process(),
+        ) as (server, worker, _scheduler):
+            wait_http(f"{api}/health", proc=server)
+            with running(agent_process(url, node.api_key, tmp_path / "agent")) as (agent,):
+
+                def node_status() -> str:
+                    return requests.get(
+                        f"{api}/nodes/{node.id}", headers=host.headers, timeout=5
+                    ).json()["status"]
+
+                wait_until(
+                    lambda: node_status() == "online",
+                    30,
+                    what=f"the node online; agent log:\n{agent.tail()}",
+                )
+
+                response = requests.post(
+                    f"{api}/rentals",
+                    headers=renter.headers,
+                    timeout=10,
+                    json={
+                        "node_id": str(node.id),
+                        "image": IMAGE,
+                        "command": COMMAND,
+                        "env": {"GREETING": "hello"},
+                        "ports": [8080],
+                    },
+                )
+                assert response.status_code == 202, response.text
+                rental = response.json()["rental"]
+                rental_id = rental["id"]
+                assert rental["status"] == "pending"
+
+                def running_container():
+                    found = rental_containers(engine, rental_id)
+                    return found if found and found[0].status == "running" else None
+
+                (container,) = wait_until(
+                    running_container,
+                    30,
+                    what=f"the container running; worker log:\n{worker.tail()}\n"
+                    f"agent log:\n{agent.tail()}",
+                )
+
+                def shown() -> dict:
+                    return requests.get(
+                        f"{api}/rentals/{rental_id}", headers=renter.headers, timeout=5
+                    ).json()["rental"]
+
+                active = wait_until(
+                    lambda: shown() if shown()["status"] == "active" else None,
+                    20,
+                    what="the rental active",
+                )
+                public_port = active["connection_info"]["ports"]["8080"]
+                low, high = settings.proxy_port_range
+                assert low <= public_port <= high
+                assert active["connection_info"]["host"] == settings.public_proxy_host
+                assert "ssh" not in active["connection_info"]  # port 22 not exposed
+                assert load_rental(rental_id).container_id == container.id
+                assert active["start_time"] is not None
+                assert active["cost_so_far"] is not None
+
+                assert container.labels["dc.node_id"] == str(node.id)
+                assert json.loads(container.labels["dc.ports"]) == {"8080": public_port}
+                assert "GREETING=hello" in container.attrs["Config"]["Env"]
+                assert [(a.container_port, a.port) for a in live_allocations(rental_id)] == [
+                    (8080, public_port)
+                ]
+                assert node_status() == "busy"
+
+                stop = requests.post(
+                    f"{api}/rentals/{rental_id}/stop", headers=renter.headers, timeout=10
+                )
+                assert stop.status_code == 202, stop.text
+
+                wait_until(
+                    lambda: rental_containers(engine, rental_id) == [],
+                    30,
+                    what=f"the container gone; agent log:\n{agent.tail()}",
+                )
+                done = wait_until(
+                    lambda: shown() if shown()["status"] == "completed" else None,
+                    20,
+                    what=f"the rental completed; worker log:\n{worker.tail()}",
+                )
+                assert done["end_time"] is not None
+                assert done["failure_reason"] is None
+                assert live_allocations(rental_id) == []
+                assert len(all_allocations(rental_id)) == 1
+                wait_until(lambda: node_status() == "online", 15, what="the node online again")
+    finally:
+        if rental_id:
+            for leftover in rental_containers(engine, rental_id):
+                leftover.remove(force=True)

@@ -43,7 +43,7 @@ up: install services env migrate start demo ## Bring up everything locally and r
 start: install env ## Start the API, workers and scheduler in the background (logs in var/log)
 	@mkdir -p $(RUN) $(LOG)
 	@scripts/proc.sh start api $(PY) -m gunicorn -c deploy/gunicorn.conf.py --bind 127.0.0.1:$(API_PORT) wsgi:app
-	@scripts/proc.sh start worker $(PY) -m dramatiq workers --processes 1 --threads 8
+	@dramatiq_worker_timeout=100 scripts/proc.sh start worker $(PY) -m dramatiq workers --processes 1 --threads 8
 	@scripts/proc.sh start scheduler $(PY) -m workers.scheduler
 	@scripts/proc.sh wait-http http://127.0.0.1:$(API_PORT)/api/v1/health api
 

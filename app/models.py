@@ -5,6 +5,9 @@ from app.billing.models import Transaction
 from app.db import Base
 from app.fleet.models import HostNode, NodeApiKey, NodeStatusEvent
 from app.idempotency import IdempotencyKey
+from app.marketplace.models import NodeReliability
+from app.ops.models import OpsAuditEvent
+from app.pricing.models import PriceChange
 from app.proxy.models import PortAllocation
 from app.rentals.models import Rental
 
@@ -13,8 +16,11 @@ __all__ = [
     "HostNode",
     "IdempotencyKey",
     "NodeApiKey",
+    "NodeReliability",
     "NodeStatusEvent",
+    "OpsAuditEvent",
     "PortAllocation",
+    "PriceChange",
     "Rental",
     "Transaction",
     "User",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 from typing import Any
@@ -40,10 +41,24 @@ class ActorLog(Middleware):
                        "queue": message.queue_name, "ok": exception is None,
                        "error": repr(exception) if exception else None,
                        "duration_ms": round(elapsed, 2) if elapsed is not None else None,
-                       "retries": message.options.get("retries", 0)})
+                       "retries": message.options.get("retries", 0),
+                       **_id_arguments(broker, message)})
         correlation_id.set(None)
 
     after_skip_message = after_process_message
+
+
+def _id_arguments(broker: dramatiq.Broker, message: Any) -> dict[str, Any]:
+    """The actor's arguments named *_id (rental_id, node_id...), so one grep finds a rental's story."""
+    try:
+        fn = broker.get_actor(message.actor_name).fn
+        bound = inspect.signature(fn).bind_partial(*message.args, **message.kwargs).arguments
+    except Exception:
+        return {}
+    return {k: v for k, v in bound.items() if k.endswith("_id") and k not in _RESERVED_EXTRA}
+
+
+_RESERVED_EXTRA = {"message_id", "correlation_id"}
 
 
 def _guess_id(message: Any) -> str | None:
@@ -56,3 +71,6 @@ def _guess_id(message: Any) -> str | None:
 def install(broker: dramatiq.Broker) -> None:
     broker.add_middleware(ProcessSetup())
     broker.add_middleware(ActorLog())
+    from app.ops.recorder import OpsRecorder
+
+    broker.add_middleware(OpsRecorder())

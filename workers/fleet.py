@@ -1,1 +1,109 @@
-"""Fleet actors."""
+"""Fleet actors: an agent's hello, nodes going silent and coming back.
+
+The socket server only validates frames and hands them over; node rows change here.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import dramatiq
+
+from app.config import Settings, get_settings
+from app.db import session_scope, utcnow
+from app.enums import NodeStatus
+from app.fleet import live, liveness
+from app.fleet.models import HostNode
+from app.redis_client import get_redis
+
+log = logging.getLogger(__name__)
+# Re-read this much before the last flush: a socket server may store a heartbeat stamped a
+# little before one that another server stored earlier.
+FLUSH_OVERLAP_SECONDS = 30
+PRUNE_AFTER_SECONDS = 7 * 24 * 3600
+
+
+def _at(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, UTC)
+
+
+@dramatiq.actor(queue_name="fleet", max_retries=5, min_backoff=500, max_backoff=10_000,
+                time_limit=30_000)
+def record_hello(node_id: str, agent_version: str, specs: dict[str, Any],
+                 containers: list[dict[str, Any]], seen_at: float) -> None:
+    """Record what the agent detected, bring the node back, and stop containers it should not run."""
+    settings = get_settings()
+    with session_scope() as session:
+        node = session.get(HostNode, uuid.UUID(node_id), with_for_update=True)
+        if node is None:
+            return
+        liveness.apply_hello(session, node=node, specs=specs, agent_version=agent_version,
+                             seen_at=_at(seen_at), now=utcnow(),
+                             timeout_seconds=settings.heartbeat_timeout_seconds)
+        stale = liveness.stale_containers(session, node_id=node.id, containers=containers)
+        back = node.status != NodeStatus.OFFLINE
+    if back:
+        live.clear_offline(get_redis(), [node_id])
+    if stale:
+        from app.fleet.commands import send_to_node
+
+        for container in stale:
+            # A redelivered hello queues the same stop again; the agent treats it as done.
+            send_to_node(node_id, "stop_instance", {"rental_id": container["rental_id"],
+                                                    "container_id": container["container_id"]})
+        log.info("stale containers stopped", extra={"node_id": node_id, "count": len(stale)})
+
+
+@dramatiq.actor(queue_name="fleet", max_retries=5, min_backoff=500, max_backoff=10_000,
+                time_limit=30_000)
+def node_seen(node_id: str, seen_at: float) -> None:
+    """An offline node sent a heartbeat: bring it back now rather than at the next sweep."""
+    settings = get_settings()
+    cutoff = _at(time.time() - settings.heartbeat_timeout_seconds)
+    with session_scope() as session:
+        liveness.node_seen(session, node_id=uuid.UUID(node_id), seen_at=_at(seen_at),
+                           cutoff=cutoff)
+
+
+@dramatiq.actor(queue_name="fleet", max_retries=0, time_limit=60_000)
+def check_node_liveness(now: float | None = None) -> None:
+    """Flush last-seen times to PostgreSQL, then mark silent nodes offline and heard ones back.
+
+    `now` (epoch seconds) defaults to the current time.
+    """
+    settings = get_settings()
+    timeout = settings.heartbeat_timeout_seconds
+    now = time.time() if now is None else now
+    redis = get_redis()
+
+    flushed_until = redis.get(live.FLUSHED_UNTIL_KEY)
+    since = float(flushed_until) - FLUSH_OVERLAP_SECONDS if flushed_until else None
+    seen = live.seen_since(redis, since)
+    if seen:
+        with session_scope() as session:
+            liveness.flush_last_seen(session, seen)
+        redis.set(live.FLUSHED_UNTIL_KEY, repr(max(seen.values())))
+
+    cutoff = _at(now - timeout)
+    with session_scope() as session:
+        gone = liveness.mark_silent_offline(session, cutoff=cutoff, timeout_seconds=timeout)
+    live.mark_offline(redis, (str(node_id) for node_id in gone))
+    with session_scope() as session:
+        back = liveness.revive_seen(session, cutoff=cutoff)
+    live.clear_offline(redis, (str(node_id) for node_id in back))
+    live.prune(redis, time.time() - PRUNE_AFTER_SECONDS)
+    if gone or back:
+        log.info("node liveness", extra={"offline": len(gone), "back": len(back),
+                                         "flushed": len(seen)})
+
+
+def liveness_interval(settings: Settings) -> int:
+    """Often enough that a node goes offline within about a quarter timeout of its deadline."""
+    return max(1, min(5, settings.heartbeat_timeout_seconds // 4))
+
+
+PERIODIC_JOBS = [(check_node_liveness, liveness_interval)]

@@ -30,6 +30,8 @@ class HostNode(Base):
     searchable fields are generated columns derived from them, so there is one source of truth."""
 
     __tablename__ = "host_nodes"
+    # The liveness sweep looks nodes up by status and last heartbeat.
+    __table_args__ = (Index("ix_host_nodes_status_last_seen_at", "status", "last_seen_at"),)
 
     id: Mapped[uuid.UUID] = uuid_pk()
     owner_id: Mapped[uuid.UUID] = mapped_column(

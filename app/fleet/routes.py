@@ -1,23 +1,32 @@
 from __future__ import annotations
 
+import logging
 import uuid
 
+import redis
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
-from app.auth.current import current_user, login_required
+from app.auth.current import current_user, is_admin, login_required
+from app.errors import ServiceUnavailable
 from app.fleet import service
+from app.fleet.commands import disconnect_node, send_to_node
+from app.fleet.metrics import query_series, reader
 from app.fleet.schemas import (
     ApiKeySchema,
     NodeCreatedSchema,
     NodeCreateSchema,
     NodeListSchema,
+    NodeMetricsArgsSchema,
+    NodeMetricsSchema,
     NodeSchema,
     NodeUpdateSchema,
 )
+from app.influx import InfluxError
 from app.pagination import PageArgsSchema
 from app.web import db_session
 
+log = logging.getLogger(__name__)
 blp = Blueprint("fleet", __name__, url_prefix="/api/v1", description="Host nodes")
 SECURITY: list[dict[str, list[str]]] = [{"bearerAuth": []}]
 
@@ -77,5 +86,57 @@ class NodeApiKey(MethodView):
         session = db_session()
         key = service.rotate_key(session, owner=current_user(), node_id=node_id)
         session.commit()
+        _disconnect_agent(node_id)
         return {"api_key": key.key, "prefix": key.record.prefix,
                 "created_at": key.record.created_at}
+
+
+def _disconnect_agent(node_id: uuid.UUID) -> None:
+    """Close the agent's socket that authenticated with the old key (it reconnects with the new)."""
+    try:
+        disconnect_node(node_id)
+    except redis.RedisError:
+        log.warning("could not close the agent connection after key rotation",
+                    extra={"node_id": str(node_id)})
+
+
+@blp.route("/nodes/<uuid:node_id>/drain")
+class NodeDrain(MethodView):
+    decorators = [login_required]
+
+    @blp.response(202, NodeSchema)
+    @blp.doc(security=SECURITY)
+    def post(self, node_id: uuid.UUID):
+        """Drain the node: no new rentals; its agent is told to wind down."""
+        session = db_session()
+        node = service.drain_node(session, owner=current_user(), node_id=node_id)
+        session.commit()
+        try:
+            send_to_node(node.id, "drain_node", {"node_id": str(node.id)})
+        except redis.RedisError:
+            # The node is hidden from offers already; asking again sends the command again.
+            raise ServiceUnavailable("The node is draining, but its agent could not be told "
+                                     "yet; try again.", headers={"Retry-After": "5"}) from None
+        return node
+
+
+@blp.route("/nodes/<uuid:node_id>/metrics")
+class NodeMetrics(MethodView):
+    decorators = [login_required]
+
+    @blp.arguments(NodeMetricsArgsSchema, location="query")
+    @blp.response(200, NodeMetricsSchema)
+    @blp.doc(security=SECURITY)
+    def get(self, args, node_id: uuid.UUID):
+        """Show the node's heartbeat metrics, averaged per time bucket."""
+        user = current_user()
+        node = service.node_for_metrics(db_session(), user=user, admin=is_admin(user),
+                                        node_id=node_id)
+        try:
+            series = query_series(reader(), node_id=str(node.id),
+                                  since_seconds=args["since_seconds"],
+                                  every_seconds=args["every_seconds"])
+        except InfluxError:
+            raise ServiceUnavailable("The metrics store is unavailable; try again.",
+                                     headers={"Retry-After": "10"}) from None
+        return {"node_id": node.id, "since": args["since"], "every": args["every"], **series}

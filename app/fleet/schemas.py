@@ -5,6 +5,13 @@ import re
 from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
 
 from app.enums import NodeStatus
+from app.fleet.metrics import (
+    MAX_POINTS,
+    MAX_SINCE_SECONDS,
+    MIN_EVERY_SECONDS,
+    default_every,
+    parse_duration,
+)
 from app.money import Money
 
 _COUNTRY = re.compile(r"^[A-Za-z]{2}$")
@@ -113,3 +120,74 @@ class ApiKeySchema(Schema):
 class NodeListSchema(Schema):
     items = fields.List(fields.Nested(NodeSchema))
     next_cursor = fields.String(allow_none=True)
+
+
+class NodeMetricsArgsSchema(Schema):
+    since = fields.String(load_default="1h", metadata={
+        "description": "How far back: a whole number and s, m, h, d or w (at most 90d)."})
+    every = fields.String(load_default=None, metadata={
+        "description": "Bucket width, same form (at least 5s; at most 1000 buckets). "
+                       "Default: about 300 buckets, at least 1m."})
+
+    @validates_schema
+    def _window(self, data, **kwargs):
+        try:
+            since = parse_duration(data["since"])
+        except ValueError:
+            raise ValidationError("Expected a duration such as 90s, 15m, 1h, 7d or 2w.",
+                                  "since") from None
+        if since > MAX_SINCE_SECONDS:
+            raise ValidationError("At most 90d.", "since")
+        if data.get("every") is not None:
+            try:
+                every = parse_duration(data["every"])
+            except ValueError:
+                raise ValidationError("Expected a duration such as 30s, 1m or 1h.",
+                                      "every") from None
+            if every < MIN_EVERY_SECONDS:
+                raise ValidationError(f"At least {MIN_EVERY_SECONDS}s.", "every")
+            if every > since:
+                raise ValidationError("Must not exceed since.", "every")
+            if since // every > MAX_POINTS:
+                raise ValidationError(f"At most {MAX_POINTS} buckets: widen every.", "every")
+
+    @post_load
+    def _seconds(self, data, **kwargs):
+        data["since_seconds"] = parse_duration(data["since"])
+        if data["every"] is None:
+            data["every_seconds"] = default_every(data["since_seconds"])
+            data["every"] = f"{data['every_seconds']}s"
+        else:
+            data["every_seconds"] = parse_duration(data["every"])
+        return data
+
+
+class NodeMetricsNodePointSchema(Schema):
+    time = fields.DateTime(format="iso")
+    cpu_temp = fields.Float(allow_none=True)
+    cpu_utilization = fields.Float(allow_none=True)
+    ram_usage_mb = fields.Float(allow_none=True)
+    disk_usage_gb = fields.Float(allow_none=True)
+
+
+class NodeMetricsGpuPointSchema(Schema):
+    time = fields.DateTime(format="iso")
+    gpu_temp = fields.Float(allow_none=True)
+    gpu_utilization = fields.Float(allow_none=True)
+    gpu_memory_used_mb = fields.Float(allow_none=True)
+    gpu_power_w = fields.Float(allow_none=True)
+
+
+class NodeMetricsGpuSeriesSchema(Schema):
+    index = fields.Integer()
+    points = fields.List(fields.Nested(NodeMetricsGpuPointSchema))
+
+
+class NodeMetricsSchema(Schema):
+    node_id = fields.UUID()
+    since = fields.String()
+    every = fields.String()
+    node = fields.List(fields.Nested(NodeMetricsNodePointSchema),
+                       metadata={"description": "Node-wide means per bucket, oldest first."})
+    gpus = fields.List(fields.Nested(NodeMetricsGpuSeriesSchema),
+                       metadata={"description": "Per-GPU means per bucket, by GPU index."})

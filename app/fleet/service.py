@@ -148,3 +148,25 @@ def _recently_seen(node: HostNode) -> bool:
 def rotate_key(session: Session, *, owner: User, node_id: uuid.UUID) -> NewKey:
     node = get_owned_node(session, owner=owner, node_id=node_id, lock=True)
     return issue_key(session, node_id=node.id)
+
+
+def drain_node(session: Session, *, owner: User, node_id: uuid.UUID) -> HostNode:
+    """Stop offering the node for new rentals (a running rental carries on)."""
+    node = get_owned_node(session, owner=owner, node_id=node_id, lock=True)
+    if not node.draining:
+        node.draining = True
+        node_changed(session, node.id)
+        session.flush()
+        session.refresh(node)
+    return node
+
+
+def node_for_metrics(session: Session, *, user: User, admin: bool, node_id: uuid.UUID
+                     ) -> HostNode:
+    """The node when `user` owns it or is an admin; 404 otherwise."""
+    if not admin:
+        return get_owned_node(session, owner=user, node_id=node_id)
+    node = session.get(HostNode, node_id)
+    if node is None:
+        raise NotFound("No such node.")
+    return node

@@ -1,8 +1,9 @@
-"""fleet schema changes (empty until that domain needs one).
+"""Fleet: an index for the liveness sweep (nodes by status and last heartbeat).
 
 Revision ID: 0002
 Revises: 0001
 """
+from alembic import op
 
 revision = "0002"
 down_revision = "0001"
@@ -11,8 +12,9 @@ depends_on = None
 
 
 def upgrade() -> None:
-    pass
+    op.create_index("ix_host_nodes_status_last_seen_at", "host_nodes",
+                    ["status", "last_seen_at"], unique=False)
 
 
 def downgrade() -> None:
-    pass
+    op.drop_index("ix_host_nodes_status_last_seen_at", table_name="host_nodes")

@@ -1,0 +1,125 @@
+"""Live node data in Redis: last seen, agent-reported status and a metrics summary.
+
+The socket server writes here on every heartbeat (pipelined, batched); PostgreSQL only learns
+`last_seen_at` when the liveness job flushes it in one statement, so a heartbeat costs no
+database write.
+
+Keys:
+- ``dc:node:<id>:live`` (hash): ``last_seen`` (epoch seconds), ``last_seen_ms``, ``status`` (as the
+  agent last reported it, or ``offline`` once the liveness job gave up on it) and a metrics summary (``cpu_temp``, ``gpu_temp_max``, ``gpu_util_avg``,
+  ``ram_usage_mb``, ``disk_usage_gb``); ``agent_version`` after a hello.
+- ``dc:nodes:last_seen`` (sorted set): node id scored by last seen, for the liveness job.
+- ``dc:nodes:offline`` (set): nodes the liveness job marked offline; the socket server removes a
+  node on its next heartbeat and asks a worker to bring it back at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+LAST_SEEN_ZSET = "dc:nodes:last_seen"
+OFFLINE_SET = "dc:nodes:offline"
+FLUSHED_UNTIL_KEY = "dc:fleet:last_seen_flushed"
+LIVE_TTL_SECONDS = 7 * 24 * 3600
+
+
+def live_key(node_id: str) -> str:
+    return f"dc:node:{node_id}:live"
+
+
+@dataclass(frozen=True, slots=True)
+class Sighting:
+    """One heartbeat (or hello) as received: what the batch writer stores for the node."""
+
+    node_id: str
+    received_at: float
+    status: str | None = None
+    metrics: dict[str, Any] | None = None
+    agent_version: str | None = None
+
+
+def summary(metrics: dict[str, Any]) -> dict[str, str]:
+    """The few numbers kept in the live hash (the full series goes to InfluxDB)."""
+    out: dict[str, str] = {}
+    for name in ("cpu_temp", "cpu_utilization", "ram_usage_mb", "disk_usage_gb"):
+        value = metrics.get(name)
+        if value is not None:
+            out[name] = _num(value)
+    temps = metrics.get("gpu_temp") or []
+    if temps:
+        out["gpu_temp_max"] = _num(max(temps))
+    utils = metrics.get("gpu_utilization") or []
+    if utils:
+        out["gpu_util_avg"] = _num(sum(utils) / len(utils))
+    return out
+
+
+def _num(value: float) -> str:
+    return f"{value:.2f}".rstrip("0").rstrip(".")
+
+
+def write_sightings(client: redis.Redis, sightings: list[Sighting]) -> list[str]:
+    """Store a batch in one round trip; return the node ids that were marked offline."""
+    pipe = client.pipeline(transaction=False)
+    latest: dict[str, float] = {}
+    for s in sightings:
+        key = live_key(s.node_id)
+        mapping: dict[str, Any] = {"last_seen": int(s.received_at),
+                                   "last_seen_ms": int(s.received_at * 1000)}
+        if s.status is not None:
+            mapping["status"] = s.status
+        if s.metrics is not None:
+            mapping.update(summary(s.metrics))
+        if s.agent_version is not None:
+            mapping["agent_version"] = s.agent_version
+        pipe.hset(key, mapping=mapping)  # type: ignore[arg-type]
+        pipe.expire(key, LIVE_TTL_SECONDS)
+        latest[s.node_id] = max(latest.get(s.node_id, 0.0), s.received_at)
+    pipe.zadd(LAST_SEEN_ZSET, latest)  # type: ignore[arg-type]
+    nodes = list(latest)
+    for node in nodes:  # one SREM each: its reply says whether that node had been offline
+        pipe.srem(OFFLINE_SET, node)
+    replies = pipe.execute()
+    removed = replies[-len(nodes):] if nodes else []
+    return [node for node, count in zip(nodes, removed, strict=True) if count]
+
+
+def last_seen(client: redis.Redis, node_id: str) -> float | None:
+    score = client.zscore(LAST_SEEN_ZSET, node_id)
+    return float(score) if score is not None else None
+
+
+def seen_since(client: redis.Redis, since: float | None) -> dict[str, float]:
+    """Node id -> last seen (epoch seconds) for every node seen at or after `since`."""
+    low = "-inf" if since is None else since
+    rows: list[tuple[str, float]] = client.zrangebyscore(  # type: ignore[assignment]
+        LAST_SEEN_ZSET, low, "+inf", withscores=True)
+    return {member: float(score) for member, score in rows}
+
+
+def mark_offline(client: redis.Redis, node_ids: Iterable[str]) -> None:
+    """The liveness job marked these nodes offline; the next heartbeat of each brings it back."""
+    ids = list(node_ids)
+    if not ids:
+        return
+    pipe = client.pipeline(transaction=False)
+    pipe.sadd(OFFLINE_SET, *ids)
+    for node_id in ids:
+        pipe.hset(live_key(node_id), "status", "offline")
+        pipe.expire(live_key(node_id), LIVE_TTL_SECONDS)
+    pipe.execute()
+
+
+def clear_offline(client: redis.Redis, node_ids: Iterable[str]) -> None:
+    ids = list(node_ids)
+    if ids:
+        client.srem(OFFLINE_SET, *ids)
+
+
+def prune(client: redis.Redis, older_than: float) -> None:
+    """Forget nodes not seen for a long time (their rows keep last_seen_at)."""
+    client.zremrangebyscore(LAST_SEEN_ZSET, "-inf", f"({older_than}")

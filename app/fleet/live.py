@@ -23,6 +23,7 @@ import redis
 
 LAST_SEEN_ZSET = "dc:nodes:last_seen"
 OFFLINE_SET = "dc:nodes:offline"
+HEARTBEATS_COUNTER = "dc:metrics:heartbeats"  # total heartbeats received (ops: heartbeats/s)
 FLUSHED_UNTIL_KEY = "dc:fleet:last_seen_flushed"
 LIVE_TTL_SECONDS = 7 * 24 * 3600
 
@@ -80,6 +81,9 @@ def write_sightings(client: redis.Redis, sightings: list[Sighting]) -> list[str]
         pipe.expire(key, LIVE_TTL_SECONDS)
         latest[s.node_id] = max(latest.get(s.node_id, 0.0), s.received_at)
     pipe.zadd(LAST_SEEN_ZSET, latest)  # type: ignore[arg-type]
+    heartbeats = sum(1 for s in sightings if s.metrics is not None)
+    if heartbeats:
+        pipe.incrby(HEARTBEATS_COUNTER, heartbeats)
     nodes = list(latest)
     for node in nodes:  # one SREM each: its reply says whether that node had been offline
         pipe.srem(OFFLINE_SET, node)

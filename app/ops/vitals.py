@@ -19,7 +19,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.enums import NodeStatus, RentalStatus
-from app.fleet.live import LAST_SEEN_ZSET
+from app.fleet.live import HEARTBEATS_COUNTER, LAST_SEEN_ZSET
 from app.fleet.models import HostNode
 from app.ops.jobs import job_runs, job_sends
 from app.rentals.models import Rental
@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 NODE_KEY_PREFIX = "dc:node:"
 COMMANDS_SUFFIX = ":commands"
-HEARTBEATS_KEY = "dc:metrics:heartbeats"
+HEARTBEATS_KEY = HEARTBEATS_COUNTER
 
 
 @dataclass(frozen=True)

@@ -77,11 +77,13 @@ class TokenBucket:
 class AgentConnection:
     """One agent's socket, served by the greenlet of its request."""
 
-    def __init__(self, bridge: Bridge, ws: Any, node_id: str, *, draining: bool):
+    def __init__(self, bridge: Bridge, ws: Any, node_id: str, *, draining: bool,
+                 tunnel: dict[str, Any] | None = None):
         self.bridge = bridge
         self.ws = ws
         self.node_id = node_id
         self.draining = draining
+        self.tunnel = tunnel
         self.token = uuid.uuid4().hex
         self.ready = False  # the agent said hello: commands may flow
         self.closed = False
@@ -119,8 +121,11 @@ class AgentConnection:
 
     # ------------------------------------------------------------------ receiving
     def serve(self) -> None:
-        self.send(encode("welcome", {"node_id": self.node_id, "draining": self.draining,
-                                     "heartbeat_interval": self.bridge.heartbeat_interval}))
+        welcome: dict[str, Any] = {"node_id": self.node_id, "draining": self.draining,
+                                   "heartbeat_interval": self.bridge.heartbeat_interval}
+        if self.tunnel is not None:
+            welcome["tunnel"] = self.tunnel
+        self.send(encode("welcome", welcome))
         hello_deadline = time.monotonic() + HELLO_TIMEOUT_SECONDS
         while not self.closed:
             wait = RECEIVE_POLL_SECONDS if self.ready else max(
@@ -227,8 +232,9 @@ class Bridge:
         self._write(self._take_pending())
         self.metrics.stop()
 
-    def serve(self, ws: Any, node_id: str, *, draining: bool) -> None:
-        conn = AgentConnection(self, ws, node_id, draining=draining)
+    def serve(self, ws: Any, node_id: str, *, draining: bool,
+              tunnel: dict[str, Any] | None = None) -> None:
+        conn = AgentConnection(self, ws, node_id, draining=draining, tunnel=tunnel)
         self._attach(conn)
         try:
             conn.serve()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, g
+from flask import Blueprint, current_app, g
 from sqlalchemy import select
 
 from app.auth.current import bearer_token
@@ -18,6 +18,7 @@ from app.db import new_session
 from app.errors import Unauthorized
 from app.extensions import sock
 from app.fleet.models import HostNode
+from app.proxy.service import tunnel_settings
 
 blp = Blueprint("agent_ws", __name__)
 
@@ -29,13 +30,17 @@ def authenticate_agent() -> None:
     with new_session() as session:
         node_id = verify_key(session, bearer_token())
         draining = None
+        tunnel = None
         if node_id is not None:
             draining = session.execute(
                 select(HostNode.draining).where(HostNode.id == node_id)).scalar_one_or_none()
+            # Sent in `welcome` so a restarted agent rebuilds the tunnels of running rentals.
+            tunnel = tunnel_settings(session, node_id=node_id,
+                                     settings=current_app.config["DC_SETTINGS"])
     if node_id is None or draining is None:
         raise Unauthorized("A valid node API key is required: 'Authorization: Bearer dcn_...'.",
                            headers={"WWW-Authenticate": "Bearer"})
-    g.dc_agent = (str(node_id), bool(draining))
+    g.dc_agent = (str(node_id), bool(draining), tunnel)
 
 
 @sock.route("/ws/agent", bp=blp)
@@ -43,8 +48,8 @@ def agent_socket(ws: Any) -> None:
     """Serve one agent's connection until it closes."""
     from app.ws.bridge import get_bridge
 
-    node_id, draining = g.dc_agent
-    get_bridge().serve(ws, node_id, draining=draining)
+    node_id, draining, tunnel = g.dc_agent
+    get_bridge().serve(ws, node_id, draining=draining, tunnel=tunnel)
 
 
 # Routes are declared when this module is first imported, inside the first create_app(); later

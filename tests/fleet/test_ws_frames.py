@@ -41,6 +41,8 @@ def test_heartbeat_reaches_redis_and_influxdb(agents, node):
     assert live_hash["gpu_util_avg"] == "85"
     assert live_hash["ram_usage_mb"] == "4096"
     assert live.last_seen(get_redis(), str(node.id)) is not None
+    # Counted for the ops heartbeats/s figure; the hello before it is not a heartbeat.
+    assert get_redis().get(live.HEARTBEATS_COUNTER) == "1"
 
     rows = wait_until(lambda: len(_influx_rows(str(node.id))) >= 3 and _influx_rows(str(node.id)),
                       10, what="points in InfluxDB")

@@ -40,6 +40,15 @@ def test_valid_key_gets_a_welcome_naming_its_node(agents, node):
     assert agent.welcome["data"]["draining"] is False
 
 
+def test_welcome_carries_the_tunnel_settings_so_a_restarted_agent_rebuilds_its_proxies(
+        agents, node):
+    tunnel = agents(node).connect(hello=False).welcome["data"]["tunnel"]
+    assert tunnel["user"] == f"node-{node.id}"
+    assert tunnel["token"] == "test-frps-token"
+    assert tunnel["metadatas"]["node_id"] == str(node.id)
+    assert tunnel["metadatas"]["node_token"]  # the proof the frps plugin checks at Login
+
+
 def test_rotated_key_is_refused_and_its_live_connection_closed(client, agents, node, fleet_server):
     agent = agents(node).connect()
     rotated = client.post(f"/api/v1/nodes/{node.id}/api-key", headers=node.owner.headers)

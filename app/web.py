@@ -14,7 +14,7 @@ from webargs.flaskparser import FlaskParser
 from app.db import new_session
 
 log = logging.getLogger(__name__)
-_PENDING = "dc_pending_messages"
+PENDING_KEY = _PENDING = "dc_pending_messages"
 _MARKS = "dc_pending_marks"  # savepoint -> how many messages were pending when it began
 
 

@@ -92,14 +92,20 @@ class DetectedSpecsSchema(_Base):
     gpu_model = fields.String(load_default="", validate=validate.Length(max=200))
     gpu_count = fields.Integer(load_default=0, strict=True, validate=validate.Range(min=0, max=256))
     gpu_vram_gb = _num(load_default=0, validate=validate.Range(min=0))
-    gpus = fields.List(fields.Nested(GpuSchema), load_default=list,
-                       validate=validate.Length(max=256))
-    cpu_cores = fields.Integer(required=True, strict=True, validate=validate.Range(min=1, max=100000))
+    gpus = fields.List(
+        fields.Nested(GpuSchema), load_default=list, validate=validate.Length(max=256)
+    )
+    cpu_cores = fields.Integer(
+        required=True, strict=True, validate=validate.Range(min=1, max=100000)
+    )
     ram_gb = _num(required=True, validate=validate.Range(min=0))
     disk_gb = _num(required=True, validate=validate.Range(min=0))
-    cuda_version = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=32))
-    driver_version = fields.String(load_default=None, allow_none=True,
-                                   validate=validate.Length(max=64))
+    cuda_version = fields.String(
+        load_default=None, allow_none=True, validate=validate.Length(max=32)
+    )
+    driver_version = fields.String(
+        load_default=None, allow_none=True, validate=validate.Length(max=64)
+    )
 
 
 class ContainerReportSchema(_Base):
@@ -111,31 +117,42 @@ class ContainerReportSchema(_Base):
 class HelloSchema(_Base):
     agent_version = fields.String(required=True, validate=validate.Length(min=1, max=64))
     specs = fields.Nested(DetectedSpecsSchema, required=True)
-    containers = fields.List(fields.Nested(ContainerReportSchema), load_default=list,
-                             validate=validate.Length(max=1000))
+    containers = fields.List(
+        fields.Nested(ContainerReportSchema), load_default=list, validate=validate.Length(max=1000)
+    )
     draining = fields.Boolean(load_default=False)
 
 
 class MetricsSchema(_Base):
     cpu_temp = _num(load_default=None, allow_none=True, validate=validate.Range(min=-50, max=200))
-    cpu_utilization = _num(load_default=None, allow_none=True,
-                           validate=validate.Range(min=0, max=100))
-    gpu_temp = fields.List(_num(validate=validate.Range(min=-50, max=200)), load_default=list,
-                           validate=validate.Length(max=256))
-    gpu_utilization = fields.List(_num(validate=validate.Range(min=0, max=100)),
-                                  load_default=list, validate=validate.Length(max=256))
-    gpu_memory_used_mb = fields.List(_num(validate=validate.Range(min=0)), load_default=list,
-                                     validate=validate.Length(max=256))
-    gpu_power_w = fields.List(_num(validate=validate.Range(min=0)), load_default=list,
-                              validate=validate.Length(max=256))
+    cpu_utilization = _num(
+        load_default=None, allow_none=True, validate=validate.Range(min=0, max=100)
+    )
+    gpu_temp = fields.List(
+        _num(validate=validate.Range(min=-50, max=200)),
+        load_default=list,
+        validate=validate.Length(max=256),
+    )
+    gpu_utilization = fields.List(
+        _num(validate=validate.Range(min=0, max=100)),
+        load_default=list,
+        validate=validate.Length(max=256),
+    )
+    gpu_memory_used_mb = fields.List(
+        _num(validate=validate.Range(min=0)), load_default=list, validate=validate.Length(max=256)
+    )
+    gpu_power_w = fields.List(
+        _num(validate=validate.Range(min=0)), load_default=list, validate=validate.Length(max=256)
+    )
     ram_usage_mb = _num(required=True, validate=validate.Range(min=0))
     disk_usage_gb = _num(required=True, validate=validate.Range(min=0))
 
 
 class HeartbeatSchema(_Base):
     node_id = _UUIDString(required=True)
-    status = fields.String(required=True,
-                           validate=validate.OneOf(["online", "busy", "maintenance"]))
+    status = fields.String(
+        required=True, validate=validate.OneOf(["online", "busy", "maintenance"])
+    )
     metrics = fields.Nested(MetricsSchema, required=True)
 
 
@@ -151,8 +168,9 @@ class InstanceFailedSchema(_Base):
 
 class InstanceStoppedSchema(_Base):
     rental_id = _UUIDString(required=True)
-    container_id = fields.String(load_default=None, allow_none=True,
-                                 validate=validate.Length(max=128))
+    container_id = fields.String(
+        load_default=None, allow_none=True, validate=validate.Length(max=128)
+    )
     exit_code = fields.Integer(load_default=None, allow_none=True)
 
 
@@ -162,12 +180,21 @@ class AckSchema(_Base):
 
 # ---------------------------------------------------------------- platform -> agent
 class ResourceLimitsSchema(_Base):
-    gpu_indices = fields.List(fields.String(validate=validate.Regexp(r"^[0-9]{1,3}$")),
-                              load_default=list, validate=validate.Length(max=64))
-    cpu_cores = _num(load_default=None, allow_none=True,
-                     validate=validate.Range(min=0, max=4096, min_inclusive=False))
-    ram_limit = fields.String(load_default=None, allow_none=True,
-                              validate=validate.Regexp(RAM_LIMIT, error="Expected e.g. 16g."))
+    gpu_indices = fields.List(
+        fields.String(validate=validate.Regexp(r"^[0-9]{1,3}$")),
+        load_default=list,
+        validate=validate.Length(max=64),
+    )
+    cpu_cores = _num(
+        load_default=None,
+        allow_none=True,
+        validate=validate.Range(min=0, max=4096, min_inclusive=False),
+    )
+    ram_limit = fields.String(
+        load_default=None,
+        allow_none=True,
+        validate=validate.Regexp(RAM_LIMIT, error="Expected e.g. 16g."),
+    )
 
 
 class TunnelSchema(_Base):
@@ -181,14 +208,21 @@ class TunnelSchema(_Base):
 class StartInstanceSchema(_Base):
     rental_id = _UUIDString(required=True)
     image = fields.String(required=True)
-    command = fields.List(fields.String(validate=validate.Length(max=4096)), load_default=None,
-                          allow_none=True, validate=validate.Length(max=256))
+    command = fields.List(
+        fields.String(validate=validate.Length(max=4096)),
+        load_default=None,
+        allow_none=True,
+        validate=validate.Length(max=256),
+    )
     resource_limits = fields.Nested(ResourceLimitsSchema, load_default=dict)
-    env_vars = fields.Dict(keys=fields.String(validate=validate.Regexp(r"^[A-Za-z_][A-Za-z0-9_]{0,255}$")),
-                           values=fields.String(validate=validate.Length(max=32768)),
-                           load_default=dict)
-    proxy_port_mapping = fields.Dict(keys=fields.String(), values=fields.Integer(strict=True),
-                                     load_default=dict)
+    env_vars = fields.Dict(
+        keys=fields.String(validate=validate.Regexp(r"^[A-Za-z_][A-Za-z0-9_]{0,255}$")),
+        values=fields.String(validate=validate.Length(max=32768)),
+        load_default=dict,
+    )
+    proxy_port_mapping = fields.Dict(
+        keys=fields.String(), values=fields.Integer(strict=True), load_default=dict
+    )
     tunnel = fields.Nested(TunnelSchema, load_default=None, allow_none=True)
 
     @validates("image")
@@ -207,8 +241,9 @@ class StartInstanceSchema(_Base):
 
 class StopInstanceSchema(_Base):
     rental_id = _UUIDString(required=True)
-    container_id = fields.String(load_default=None, allow_none=True,
-                                 validate=validate.Length(max=128))
+    container_id = fields.String(
+        load_default=None, allow_none=True, validate=validate.Length(max=128)
+    )
     grace_seconds = fields.Integer(load_default=10, validate=validate.Range(min=0, max=600))
 
 
@@ -220,8 +255,9 @@ class WelcomeSchema(_Base):
     """Sent by the platform right after the upgrade, before anything else: who the agent is."""
 
     node_id = _UUIDString(required=True)
-    heartbeat_interval = _num(load_default=None, allow_none=True,
-                              validate=validate.Range(min=1, max=300))
+    heartbeat_interval = _num(
+        load_default=None, allow_none=True, validate=validate.Range(min=1, max=300)
+    )
     draining = fields.Boolean(load_default=False)
     tunnel = fields.Nested(TunnelSchema, load_default=None, allow_none=True)
 
@@ -273,7 +309,9 @@ def decode(raw: str | bytes, *, allowed: dict[str, type[Schema]]) -> Message:
     """Parse and validate one frame whose event must be in `allowed`."""
     if isinstance(raw, bytes):
         if len(raw) > MAX_FRAME_BYTES:
-            raise ProtocolError("frame_too_large", f"Frames are limited to {MAX_FRAME_BYTES} bytes.")
+            raise ProtocolError(
+                "frame_too_large", f"Frames are limited to {MAX_FRAME_BYTES} bytes."
+            )
         try:
             raw = raw.decode("utf-8")
         except UnicodeDecodeError:
@@ -289,8 +327,9 @@ def decode(raw: str | bytes, *, allowed: dict[str, type[Schema]]) -> Message:
     try:
         envelope = _ENVELOPE.load(obj)
     except ValidationError as exc:
-        raise ProtocolError("invalid_frame", "The frame's envelope is invalid.",
-                            errors=exc.messages) from None
+        raise ProtocolError(
+            "invalid_frame", "The frame's envelope is invalid.", errors=exc.messages
+        ) from None
     frame_id = envelope["id"]
     event = envelope["event"]
     if event not in allowed:
@@ -298,8 +337,12 @@ def decode(raw: str | bytes, *, allowed: dict[str, type[Schema]]) -> Message:
     try:
         data = _SCHEMAS[event].load(envelope["data"])
     except ValidationError as exc:
-        raise ProtocolError("invalid_data", f"The data of {event!r} is invalid.",
-                            errors=exc.messages, frame_id=frame_id) from None
+        raise ProtocolError(
+            "invalid_data",
+            f"The data of {event!r} is invalid.",
+            errors=exc.messages,
+            frame_id=frame_id,
+        ) from None
     return Message(event=event, data=data, id=frame_id, v=envelope["v"])
 
 
@@ -325,8 +368,7 @@ def encode(event: str, data: dict[str, Any], id: str | None = None) -> str:
     return json.dumps(frame, separators=(",", ":"), default=str)
 
 
-def error_frame(code: str, message: str, *, frame_id: str | None = None,
-                errors: Any = None) -> str:
+def error_frame(code: str, message: str, *, frame_id: str | None = None, errors: Any = None) -> str:
     data: dict[str, Any] = {"code": code, "message": message}
     if frame_id is not None:
         data["id"] = frame_id

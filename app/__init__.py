@@ -35,10 +35,15 @@ def create_app(settings: Settings | None = None, config: dict[str, Any] | None =
         OPENAPI_SWAGGER_UI_PATH="/swagger",
         OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist/",
         API_SPEC_OPTIONS={
-            "info": {"description": "GPU rental marketplace: hosts list machines, renters rent "
-                                    "them by the minute. Money is a decimal string."},
-            "components": {"securitySchemes": {
-                "bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}}},
+            "info": {
+                "description": "GPU rental marketplace: hosts list machines, renters rent "
+                "them by the minute. Money is a decimal string."
+            },
+            "components": {
+                "securitySchemes": {
+                    "bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+                }
+            },
         },
         SOCK_SERVER_OPTIONS={"ping_interval": 25, "max_message_size": 64 * 1024},
         JSON_SORT_KEYS=False,

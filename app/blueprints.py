@@ -15,8 +15,15 @@ def register_blueprints(app: Flask, api: Api) -> None:
     from app.proxy.routes import blp as proxy_blp
     from app.rentals.routes import blp as rentals_blp
 
-    for blp in (auth_blp, fleet_blp, marketplace_blp, rentals_blp, billing_blp, proxy_blp,
-                pricing_blp):
+    for blp in (
+        auth_blp,
+        fleet_blp,
+        marketplace_blp,
+        rentals_blp,
+        billing_blp,
+        proxy_blp,
+        pricing_blp,
+    ):
         api.register_blueprint(blp)
 
     # Not part of the public REST API (no OpenAPI entries): the agent socket and the ops pages.

@@ -98,8 +98,15 @@ class _Reader:
             return None
         return value.strip()
 
-    def text(self, name: str, default: str | None = None, *, secret: bool = False,
-            dev_default: str | None = None, optional: bool = False) -> Any:
+    def text(
+        self,
+        name: str,
+        default: str | None = None,
+        *,
+        secret: bool = False,
+        dev_default: str | None = None,
+        optional: bool = False,
+    ) -> Any:
         value = self.raw(name)
         if value is not None:
             return value
@@ -121,8 +128,13 @@ class _Reader:
             self.problems.append(f"{name}={value!r} is invalid: expected {expected}")
             return None
 
-    def url(self, name: str, schemes: tuple[str, ...], default: str | None = None,
-            dev_default: str | None = None) -> str:
+    def url(
+        self,
+        name: str,
+        schemes: tuple[str, ...],
+        default: str | None = None,
+        dev_default: str | None = None,
+    ) -> str:
         value: str = self.text(name, default, dev_default=dev_default)
         if value:
             parsed = urlparse(value)
@@ -198,16 +210,23 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dotenv: bool = Tr
     app_env = (env.get("APP_ENV") or "production").strip()
     problems: list[str] = []
     if app_env not in ENVIRONMENTS:
-        problems.append(f"APP_ENV={app_env!r} is invalid: expected one of {', '.join(ENVIRONMENTS)}")
+        problems.append(
+            f"APP_ENV={app_env!r} is invalid: expected one of {', '.join(ENVIRONMENTS)}"
+        )
     dev = app_env in ("development", "test")
     r = _Reader(env, dev)
     r.problems = problems
 
-    database_url = r.url("DATABASE_URL", ("postgresql", "postgresql+psycopg2"),
-                         dev_default="postgresql+psycopg2://postgres@127.0.0.1:5432/distributedcompute")
+    database_url = r.url(
+        "DATABASE_URL",
+        ("postgresql", "postgresql+psycopg2"),
+        dev_default="postgresql+psycopg2://postgres@127.0.0.1:5432/distributedcompute",
+    )
     if database_url.startswith("postgresql://"):
-        database_url = "postgresql+psycopg2://" + database_url[len("postgresql://"):]
-    redis_url = r.url("REDIS_URL", ("redis", "rediss", "unix"), dev_default="redis://127.0.0.1:6379/0")
+        database_url = "postgresql+psycopg2://" + database_url[len("postgresql://") :]
+    redis_url = r.url(
+        "REDIS_URL", ("redis", "rediss", "unix"), dev_default="redis://127.0.0.1:6379/0"
+    )
     influxdb_url = r.url("INFLUXDB_URL", ("http", "https"), dev_default="http://127.0.0.1:8086")
 
     clerk_jwt_key_raw = r.text("CLERK_JWT_KEY", optional=True)
@@ -223,27 +242,38 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dotenv: bool = Tr
     if clerk_jwks_url is not None:
         parsed_jwks = urlparse(clerk_jwks_url)
         if parsed_jwks.scheme not in ("http", "https") or not parsed_jwks.netloc:
-            problems.append(f"CLERK_JWKS_URL={clerk_jwks_url!r} is invalid: expected a URL "
-                            "starting with https:// (or http://)")
-    dev_key_path = r.text("DEV_JWT_PRIVATE_KEY", optional=True,
-                         dev_default=str(PROJECT_ROOT / "var" / "dev-jwt-key.pem"))
+            problems.append(
+                f"CLERK_JWKS_URL={clerk_jwks_url!r} is invalid: expected a URL "
+                "starting with https:// (or http://)"
+            )
+    dev_key_path = r.text(
+        "DEV_JWT_PRIVATE_KEY",
+        optional=True,
+        dev_default=str(PROJECT_ROOT / "var" / "dev-jwt-key.pem"),
+    )
     if clerk_jwt_key is None and clerk_jwks_url is None:
         if dev and dev_key_path:
             clerk_jwt_key = None  # derived from the development key at start-up (see auth.tokens)
         else:
-            problems.append("CLERK_JWT_KEY or CLERK_JWKS_URL is required: the key that verifies "
-                            "Clerk session tokens (PEM text or a file path, or the JWKS URL)")
+            problems.append(
+                "CLERK_JWT_KEY or CLERK_JWKS_URL is required: the key that verifies "
+                "Clerk session tokens (PEM text or a file path, or the JWKS URL)"
+            )
     clerk_issuer = r.text("CLERK_ISSUER", dev_default="https://clerk.dev.localhost")
-    parties = tuple(p.strip() for p in (r.raw("CLERK_AUTHORIZED_PARTIES") or "").split(",") if p.strip())
+    parties = tuple(
+        p.strip() for p in (r.raw("CLERK_AUTHORIZED_PARTIES") or "").split(",") if p.strip()
+    )
     admins = frozenset(
-        a.strip() for a in (r.raw("ADMIN_USER_IDS") or ("dev-admin" if dev else "")).split(",")
+        a.strip()
+        for a in (r.raw("ADMIN_USER_IDS") or ("dev-admin" if dev else "")).split(",")
         if a.strip()
     )
     if not dev:
         dev_key_path = None
 
-    low, high = r.parse("PROXY_PORT_RANGE", "20000-20999", _port_range,
-                        "two ports as START-END, START <= END") or (0, 0)
+    low, high = r.parse(
+        "PROXY_PORT_RANGE", "20000-20999", _port_range, "two ports as START-END, START <= END"
+    ) or (0, 0)
 
     settings = Settings(
         app_env=app_env,
@@ -252,8 +282,12 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dotenv: bool = Tr
         influxdb_url=influxdb_url.rstrip("/") if influxdb_url else "",
         influxdb_database=r.text("INFLUXDB_DATABASE", "distributedcompute"),
         influxdb_token=r.text("INFLUXDB_TOKEN", optional=True),
-        influxdb_retention=r.parse("INFLUXDB_RETENTION", "30d", _duration_literal,
-                                   "an InfluxQL duration such as 30d or 12w"),
+        influxdb_retention=r.parse(
+            "INFLUXDB_RETENTION",
+            "30d",
+            _duration_literal,
+            "an InfluxQL duration such as 30d or 12w",
+        ),
         clerk_jwt_key=clerk_jwt_key,
         clerk_jwks_url=clerk_jwks_url,
         clerk_issuer=clerk_issuer,
@@ -266,39 +300,67 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dotenv: bool = Tr
         frps_addr=r.text("FRPS_ADDR", dev_default="127.0.0.1"),
         frps_port=r.parse("FRPS_PORT", "7000", _port, "a TCP port 1-65535"),
         frps_token=r.text("FRPS_TOKEN", secret=True, dev_default="dev-frps-token"),
-        frps_plugin_secret=r.text("FRPS_PLUGIN_SECRET", secret=True, dev_default="dev-plugin-secret"),
-        heartbeat_timeout_seconds=r.parse("HEARTBEAT_TIMEOUT_SECONDS", "20", _positive_int,
-                                          "a positive whole number of seconds"),
-        rental_start_timeout_seconds=r.parse("RENTAL_START_TIMEOUT_SECONDS", "120", _positive_int,
-                                             "a positive whole number of seconds"),
-        rental_offline_grace_seconds=r.parse("RENTAL_OFFLINE_GRACE_SECONDS", "600", _positive_int,
-                                             "a positive whole number of seconds"),
-        min_balance_minutes=r.parse("MIN_BALANCE_MINUTES", "60", _non_negative_int,
-                                    "a whole number of minutes >= 0"),
-        billing_tick_seconds=r.parse("BILLING_TICK_SECONDS", "60", _positive_int,
-                                     "a positive whole number of seconds"),
-        platform_fee_percent=r.parse("PLATFORM_FEE_PERCENT", "10", _percent,
-                                     "a decimal percentage from 0 to below 100"),
-        pricing_interval_seconds=r.parse("PRICING_INTERVAL_SECONDS", "900", _positive_int,
-                                         "a positive whole number of seconds"),
-        reliability_interval_seconds=r.parse("RELIABILITY_INTERVAL_SECONDS", "300", _positive_int,
-                                             "a positive whole number of seconds"),
-        search_cache_ttl_seconds=r.parse("SEARCH_CACHE_TTL_SECONDS", "30", _positive_int,
-                                         "a positive whole number of seconds"),
+        frps_plugin_secret=r.text(
+            "FRPS_PLUGIN_SECRET", secret=True, dev_default="dev-plugin-secret"
+        ),
+        heartbeat_timeout_seconds=r.parse(
+            "HEARTBEAT_TIMEOUT_SECONDS", "20", _positive_int, "a positive whole number of seconds"
+        ),
+        rental_start_timeout_seconds=r.parse(
+            "RENTAL_START_TIMEOUT_SECONDS",
+            "120",
+            _positive_int,
+            "a positive whole number of seconds",
+        ),
+        rental_offline_grace_seconds=r.parse(
+            "RENTAL_OFFLINE_GRACE_SECONDS",
+            "600",
+            _positive_int,
+            "a positive whole number of seconds",
+        ),
+        min_balance_minutes=r.parse(
+            "MIN_BALANCE_MINUTES", "60", _non_negative_int, "a whole number of minutes >= 0"
+        ),
+        billing_tick_seconds=r.parse(
+            "BILLING_TICK_SECONDS", "60", _positive_int, "a positive whole number of seconds"
+        ),
+        platform_fee_percent=r.parse(
+            "PLATFORM_FEE_PERCENT", "10", _percent, "a decimal percentage from 0 to below 100"
+        ),
+        pricing_interval_seconds=r.parse(
+            "PRICING_INTERVAL_SECONDS", "900", _positive_int, "a positive whole number of seconds"
+        ),
+        reliability_interval_seconds=r.parse(
+            "RELIABILITY_INTERVAL_SECONDS",
+            "300",
+            _positive_int,
+            "a positive whole number of seconds",
+        ),
+        search_cache_ttl_seconds=r.parse(
+            "SEARCH_CACHE_TTL_SECONDS", "30", _positive_int, "a positive whole number of seconds"
+        ),
         metrics_token=r.text("METRICS_TOKEN", secret=True, optional=dev, dev_default=None),
-        max_content_length=r.parse("MAX_CONTENT_LENGTH", "1048576", _positive_int,
-                                   "a positive number of bytes"),
+        max_content_length=r.parse(
+            "MAX_CONTENT_LENGTH", "1048576", _positive_int, "a positive number of bytes"
+        ),
         log_level=r.parse("LOG_LEVEL", "INFO", _log_level, "DEBUG, INFO, WARNING or ERROR"),
-        metrics_batch_size=r.parse("METRICS_BATCH_SIZE", "5000", _positive_int,
-                                   "a positive number of points"),
-        metrics_flush_seconds=r.parse("METRICS_FLUSH_SECONDS", "1", _positive_seconds,
-                                      "a positive number of seconds (0.05 to 60)"),
+        metrics_batch_size=r.parse(
+            "METRICS_BATCH_SIZE", "5000", _positive_int, "a positive number of points"
+        ),
+        metrics_flush_seconds=r.parse(
+            "METRICS_FLUSH_SECONDS",
+            "1",
+            _positive_seconds,
+            "a positive number of seconds (0.05 to 60)",
+        ),
     )
     if not dev:
         # .env.example's placeholders are not secrets: a copied example must not reach production.
-        for name, value in (("FRPS_TOKEN", settings.frps_token),
-                            ("FRPS_PLUGIN_SECRET", settings.frps_plugin_secret),
-                            ("METRICS_TOKEN", settings.metrics_token)):
+        for name, value in (
+            ("FRPS_TOKEN", settings.frps_token),
+            ("FRPS_PLUGIN_SECRET", settings.frps_plugin_secret),
+            ("METRICS_TOKEN", settings.metrics_token),
+        ):
             if value and value.startswith("change-me"):
                 problems.append(f"{name} is still the .env.example placeholder: set a real secret")
     if problems:

@@ -39,8 +39,9 @@ def created_at_column() -> Mapped[datetime]:
 
 
 def updated_at_column() -> Mapped[datetime]:
-    return mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now(),
-                         onupdate=func.now())
+    return mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now(), onupdate=func.now()
+    )
 
 
 _engine: Engine | None = None
@@ -48,8 +49,12 @@ _factory: sessionmaker[Session] | None = None
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
-    options: dict[str, Any] = {"pool_pre_ping": True, "pool_size": 10, "max_overflow": 20,
-                               "future": True}
+    options: dict[str, Any] = {
+        "pool_pre_ping": True,
+        "pool_size": 10,
+        "max_overflow": 20,
+        "future": True,
+    }
     options.update(kwargs)
     return create_engine(url, **options)
 

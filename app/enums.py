@@ -32,5 +32,9 @@ class TransactionType(StrEnum):
 
 def pg_enum(enum_cls: type[StrEnum], name: str) -> SAEnum:
     """A PostgreSQL enum type storing the members' values."""
-    return SAEnum(enum_cls, name=name, values_callable=lambda cls: [m.value for m in cls],
-                  validate_strings=True)
+    return SAEnum(
+        enum_cls,
+        name=name,
+        values_callable=lambda cls: [m.value for m in cls],
+        validate_strings=True,
+    )

@@ -20,8 +20,13 @@ log = logging.getLogger(__name__)
 class DomainError(Exception):
     status_code = 400
 
-    def __init__(self, message: str, *, errors: dict[str, Any] | None = None,
-                 headers: dict[str, str] | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        errors: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ):
         super().__init__(message)
         self.message = message
         self.errors = errors
@@ -68,11 +73,15 @@ class ServiceUnavailable(DomainError):
     status_code = 503
 
 
-def error_body(code: int, message: str | None = None,
-               errors: dict[str, Any] | None = None) -> dict[str, Any]:
+def error_body(
+    code: int, message: str | None = None, errors: dict[str, Any] | None = None
+) -> dict[str, Any]:
     status = HTTPStatus(code)
-    body: dict[str, Any] = {"code": code, "status": status.phrase,
-                            "message": message or status.description}
+    body: dict[str, Any] = {
+        "code": code,
+        "status": status.phrase,
+        "message": message or status.description,
+    }
     if errors is not None:
         body["errors"] = errors
     return body
@@ -132,7 +141,7 @@ def _is_invalid_json(errors: Any) -> bool:
 def _flatten_location(errors: Any) -> Any:
     """webargs nests errors by location ({"json": {...}}); keep one level when only one is present."""
     if isinstance(errors, dict) and len(errors) == 1:
-        (location, inner), = errors.items()
+        ((location, inner),) = errors.items()
         if location in ("json", "query", "querystring", "headers", "view_args", "path", "form"):
             return inner
     return errors

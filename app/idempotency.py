@@ -20,14 +20,16 @@ class IdempotencyKey(Base):
     __tablename__ = "idempotency_keys"
 
     user_id: Mapped[uuid.UUID] = mapped_column(
-        UUID(as_uuid=True), ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+        UUID(as_uuid=True), ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
     key: Mapped[str] = mapped_column(String(255), primary_key=True)
     endpoint: Mapped[str] = mapped_column(String(255), nullable=False)
     fingerprint: Mapped[str] = mapped_column(String(64), nullable=False)
     status_code: Mapped[int | None] = mapped_column(Integer)
     response: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False,
-                                                 server_default=text("now()"))
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=text("now()")
+    )
 
 
 def fingerprint(payload: Any) -> str:
@@ -39,13 +41,16 @@ def validate_key(key: str | None) -> str | None:
         return None
     key = key.strip()
     if not key or len(key) > 255 or not key.isprintable():
-        raise ValidationFailed("Idempotency-Key must be 1-255 printable characters.",
-                               errors={"Idempotency-Key": ["Invalid value."]})
+        raise ValidationFailed(
+            "Idempotency-Key must be 1-255 printable characters.",
+            errors={"Idempotency-Key": ["Invalid value."]},
+        )
     return key
 
 
-def claim(session: Session, *, user_id: uuid.UUID, key: str, endpoint: str,
-          payload: Any) -> tuple[int, dict[str, Any]] | None:
+def claim(
+    session: Session, *, user_id: uuid.UUID, key: str, endpoint: str, payload: Any
+) -> tuple[int, dict[str, Any]] | None:
     """Reserve `key` for this request inside the caller's transaction.
 
     Returns the stored (status, body) when the key was already used for the same request, None
@@ -62,7 +67,8 @@ def claim(session: Session, *, user_id: uuid.UUID, key: str, endpoint: str,
     if inserted is not None:
         return None
     row = session.execute(
-        select(IdempotencyKey).where(IdempotencyKey.user_id == user_id, IdempotencyKey.key == key)
+        select(IdempotencyKey)
+        .where(IdempotencyKey.user_id == user_id, IdempotencyKey.key == key)
         .with_for_update()
     ).scalar_one()
     if row.endpoint != endpoint or row.fingerprint != fp:
@@ -72,8 +78,9 @@ def claim(session: Session, *, user_id: uuid.UUID, key: str, endpoint: str,
     return row.status_code, row.response
 
 
-def record(session: Session, *, user_id: uuid.UUID, key: str, status_code: int,
-           body: dict[str, Any]) -> None:
+def record(
+    session: Session, *, user_id: uuid.UUID, key: str, status_code: int, body: dict[str, Any]
+) -> None:
     row = session.get(IdempotencyKey, (user_id, key))
     assert row is not None
     row.status_code = status_code

@@ -35,8 +35,9 @@ class InfluxClient:
         if response.status_code not in (200, 204):
             raise InfluxError(f"ping answered {response.status_code}")
 
-    def query(self, q: str, *, params: dict[str, Any] | None = None,
-              database: str | None = None) -> dict[str, Any]:
+    def query(
+        self, q: str, *, params: dict[str, Any] | None = None, database: str | None = None
+    ) -> dict[str, Any]:
         data = {"q": q, "db": database or self.database, "epoch": "ms"}
         if params:
             import json
@@ -59,8 +60,11 @@ class InfluxClient:
             return
         try:
             response = self.http.post(
-                f"{self.url}/write", params={"db": self.database, "precision": precision},
-                data="\n".join(lines).encode(), timeout=self.timeout)
+                f"{self.url}/write",
+                params={"db": self.database, "precision": precision},
+                data="\n".join(lines).encode(),
+                timeout=self.timeout,
+            )
         except requests.RequestException as exc:
             raise InfluxError(f"unreachable: {exc.__class__.__name__}") from None
         if response.status_code not in (200, 204):

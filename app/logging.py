@@ -10,7 +10,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 correlation_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
-    "correlation_id", default=None)
+    "correlation_id", default=None
+)
 
 _RESERVED = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
 

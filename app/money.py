@@ -26,7 +26,7 @@ class Money(fields.Field):
     """A decimal string with at most 4 places on the wire; floats are refused (they are inexact)."""
 
     default_error_messages = {
-        "invalid": "Must be a decimal string such as \"12.5000\".",
+        "invalid": 'Must be a decimal string such as "12.5000".',
         "float": "Send money as a string, not a JSON number, to keep it exact.",
         "places": "At most 4 decimal places.",
     }

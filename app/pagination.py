@@ -15,8 +15,9 @@ MAX_LIMIT = 200
 
 
 class PageArgsSchema(Schema):
-    limit = fields.Integer(load_default=DEFAULT_LIMIT,
-                           validate=validate.Range(min=1, max=MAX_LIMIT))
+    limit = fields.Integer(
+        load_default=DEFAULT_LIMIT, validate=validate.Range(min=1, max=MAX_LIMIT)
+    )
     cursor = fields.String(load_default=None, validate=validate.Length(max=512))
 
 
@@ -33,8 +34,13 @@ def decode_cursor(cursor: str | None, types: tuple[type, ...]) -> list[Any] | No
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         values = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
-        raise ValidationFailed("The cursor is not valid.", errors={"cursor": ["Invalid cursor."]}) from None
-    if (not isinstance(values, list) or len(values) != len(types)
-            or not all(isinstance(v, t) for v, t in zip(values, types, strict=True))):
+        raise ValidationFailed(
+            "The cursor is not valid.", errors={"cursor": ["Invalid cursor."]}
+        ) from None
+    if (
+        not isinstance(values, list)
+        or len(values) != len(types)
+        or not all(isinstance(v, t) for v, t in zip(values, types, strict=True))
+    ):
         raise ValidationFailed("The cursor is not valid.", errors={"cursor": ["Invalid cursor."]})
     return values

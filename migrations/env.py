@@ -22,8 +22,9 @@ def _url() -> str:
 
 
 def run_migrations_offline() -> None:
-    context.configure(url=_url(), target_metadata=target_metadata, literal_binds=True,
-                      compare_type=True)
+    context.configure(
+        url=_url(), target_metadata=target_metadata, literal_binds=True, compare_type=True
+    )
     with context.begin_transaction():
         context.run_migrations()
 
@@ -32,16 +33,19 @@ def run_migrations_online() -> None:
     section = config.get_section(config.config_ini_section, {})
     section["sqlalchemy.url"] = _url()
     connectable = config.attributes.get("connection") or engine_from_config(
-        section, prefix="sqlalchemy.", poolclass=pool.NullPool)
+        section, prefix="sqlalchemy.", poolclass=pool.NullPool
+    )
     if hasattr(connectable, "connect") and not hasattr(connectable, "execute"):
         with connectable.connect() as connection:
-            context.configure(connection=connection, target_metadata=target_metadata,
-                              compare_type=True)
+            context.configure(
+                connection=connection, target_metadata=target_metadata, compare_type=True
+            )
             with context.begin_transaction():
                 context.run_migrations()
     else:
-        context.configure(connection=connectable, target_metadata=target_metadata,
-                          compare_type=True)
+        context.configure(
+            connection=connectable, target_metadata=target_metadata, compare_type=True
+        )
         with context.begin_transaction():
             context.run_migrations()
 

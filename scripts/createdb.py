@@ -15,11 +15,18 @@ def main() -> int:
     url = make_url(load_or_exit().database_url)
     admin = url.set(database="postgres")
     try:
-        conn = psycopg2.connect(host=admin.host, port=admin.port or 5432, user=admin.username,
-                                password=admin.password, dbname="postgres")
+        conn = psycopg2.connect(
+            host=admin.host,
+            port=admin.port or 5432,
+            user=admin.username,
+            password=admin.password,
+            dbname="postgres",
+        )
     except psycopg2.OperationalError as exc:
-        print(f"createdb: cannot reach PostgreSQL at {admin.host}:{admin.port}: {exc}".strip(),
-              file=sys.stderr)
+        print(
+            f"createdb: cannot reach PostgreSQL at {admin.host}:{admin.port}: {exc}".strip(),
+            file=sys.stderr,
+        )
         return 1
     conn.autocommit = True
     with conn.cursor() as cur:

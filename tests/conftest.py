@@ -53,13 +53,21 @@ def _create_database() -> None:
     conn = psycopg2.connect(PG_ADMIN_URL)
     conn.autocommit = True
     with conn.cursor() as cur:
-        cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE datname = %s AND pid <> pg_backend_pid()", (DB_NAME,))
+        cur.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = %s AND pid <> pg_backend_pid()",
+            (DB_NAME,),
+        )
         cur.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}"')
         cur.execute(f'CREATE DATABASE "{DB_NAME}"')
     conn.close()
-    subprocess.run([sys.executable, "-m", "alembic", "upgrade", "head"], cwd=ROOT, check=True,
-                   env={**os.environ, **TEST_ENV}, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, "-m", "alembic", "upgrade", "head"],
+        cwd=ROOT,
+        check=True,
+        env={**os.environ, **TEST_ENV},
+        stdout=subprocess.DEVNULL,
+    )
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -106,6 +114,10 @@ def _table_names(engine) -> list[str]:
     global _tables
     if _tables is None:
         with engine.connect() as conn:
-            _tables = [row[0] for row in conn.execute(text(
-                "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"))]
+            _tables = [
+                row[0]
+                for row in conn.execute(
+                    text("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+                )
+            ]
     return _tables

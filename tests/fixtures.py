@@ -42,8 +42,9 @@ def make_user(app, client, settings):
     """make_user(clerk_id=None, email=None, balance=None) -> TestUser (row created via /me)."""
     from app.auth.tokens import mint_dev_token
 
-    def _make(clerk_id: str | None = None, *, email: str | None = None,
-              balance: str | None = None) -> TestUser:
+    def _make(
+        clerk_id: str | None = None, *, email: str | None = None, balance: str | None = None
+    ) -> TestUser:
         clerk_id = clerk_id or f"user_{uuid.uuid4().hex[:12]}"
         token = mint_dev_token(settings, clerk_id, email=email)
         response = client.get("/api/v1/me", headers={"Authorization": f"Bearer {token}"})
@@ -70,10 +71,15 @@ def set_balance(user_id: uuid.UUID, amount: str) -> None:
         assert user is not None
         delta = Decimal(amount) - user.balance
         if delta != 0:
-            session.add(Transaction(
-                user_id=user_id, amount=abs(delta),
-                type=TransactionType.CREDIT if delta > 0 else TransactionType.DEBIT,
-                reference_id=f"test-{uuid.uuid4()}", description="test balance"))
+            session.add(
+                Transaction(
+                    user_id=user_id,
+                    amount=abs(delta),
+                    type=TransactionType.CREDIT if delta > 0 else TransactionType.DEBIT,
+                    reference_id=f"test-{uuid.uuid4()}",
+                    description="test balance",
+                )
+            )
             user.balance = Decimal(amount)
 
 
@@ -103,12 +109,17 @@ class RegisteredNode:
 @pytest.fixture
 def register_node(client):
     def _register(owner: TestUser, **overrides: Any) -> RegisteredNode:
-        response = client.post("/api/v1/nodes", json=node_payload(**overrides),
-                               headers=owner.headers)
+        response = client.post(
+            "/api/v1/nodes", json=node_payload(**overrides), headers=owner.headers
+        )
         assert response.status_code == 201, response.json
         body = response.json
-        return RegisteredNode(id=uuid.UUID(body["node"]["id"]), api_key=body["api_key"],
-                              body=body["node"], owner=owner)
+        return RegisteredNode(
+            id=uuid.UUID(body["node"]["id"]),
+            api_key=body["api_key"],
+            body=body["node"],
+            owner=owner,
+        )
 
     return _register
 

@@ -24,8 +24,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_until(check: Callable[[], object], timeout: float = 20.0, interval: float = 0.1,
-               what: str = "condition") -> object:
+def wait_until(
+    check: Callable[[], object],
+    timeout: float = 20.0,
+    interval: float = 0.1,
+    what: str = "condition",
+) -> object:
     deadline = time.monotonic() + timeout
     last_exc: Exception | None = None
     while time.monotonic() < deadline:
@@ -36,8 +40,9 @@ def wait_until(check: Callable[[], object], timeout: float = 20.0, interval: flo
         except Exception as exc:
             last_exc = exc
         time.sleep(interval)
-    raise TimeoutError(f"timed out waiting for {what}" + (f" (last error: {last_exc!r})"
-                                                          if last_exc else ""))
+    raise TimeoutError(
+        f"timed out waiting for {what}" + (f" (last error: {last_exc!r})" if last_exc else "")
+    )
 
 
 class Proc:
@@ -51,8 +56,14 @@ class Proc:
 
     def start(self) -> Proc:
         log = open(self.log_path, "ab")  # noqa: SIM115 (closed with the process)
-        self.popen = subprocess.Popen(self.argv, cwd=ROOT, env=self.env, stdout=log,
-                                      stderr=subprocess.STDOUT, start_new_session=True)
+        self.popen = subprocess.Popen(
+            self.argv,
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         return self
 
     def alive(self) -> bool:
@@ -99,15 +110,39 @@ def running(*procs: Proc) -> Iterator[tuple[Proc, ...]]:
 
 def api_server(port: int, env: dict[str, str] | None = None, name: str = "api") -> Proc:
     """The platform's HTTP and socket server as production runs it (gunicorn, gevent)."""
-    return Proc(name, [sys.executable, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py",
-                       "--bind", f"127.0.0.1:{port}", "wsgi:app"],
-                {"API_PORT": str(port), **(env or {})})
+    return Proc(
+        name,
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-c",
+            "deploy/gunicorn.conf.py",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "wsgi:app",
+        ],
+        {"API_PORT": str(port), **(env or {})},
+    )
 
 
-def worker_process(env: dict[str, str] | None = None, name: str = "worker",
-                   threads: int = 4) -> Proc:
-    return Proc(name, [sys.executable, "-m", "dramatiq", "workers", "--processes", "1",
-                       "--threads", str(threads)], env)
+def worker_process(
+    env: dict[str, str] | None = None, name: str = "worker", threads: int = 4
+) -> Proc:
+    return Proc(
+        name,
+        [
+            sys.executable,
+            "-m",
+            "dramatiq",
+            "workers",
+            "--processes",
+            "1",
+            "--threads",
+            str(threads),
+        ],
+        env,
+    )
 
 
 def scheduler_process(env: dict[str, str] | None = None) -> Proc:
@@ -123,4 +158,6 @@ def wait_http(url: str, timeout: float = 30.0, proc: Proc | None = None) -> None
     try:
         wait_until(ok, timeout, 0.2, what=url)
     except TimeoutError:
-        raise TimeoutError(f"{url} did not answer" + (f"; log:\n{proc.tail()}" if proc else "")) from None
+        raise TimeoutError(
+            f"{url} did not answer" + (f"; log:\n{proc.tail()}" if proc else "")
+        ) from None

@@ -23,8 +23,9 @@ PAUSE_ENV = "DC_TEST_BILLING_PAUSE_SECONDS"
 PAUSED_KEY = "dc:billing:test_paused"
 
 
-@dramatiq.actor(queue_name="billing", max_retries=5, min_backoff=1_000, max_backoff=30_000,
-                time_limit=300_000)
+@dramatiq.actor(
+    queue_name="billing", max_retries=5, min_backoff=1_000, max_backoff=30_000, time_limit=300_000
+)
 def bill_active_rentals() -> None:
     """Bill every active rental for the minutes since its watermark (a missed tick catches up)."""
     settings = get_settings()
@@ -36,12 +37,27 @@ def bill_active_rentals() -> None:
             enqueue_after_commit(session, stop_rental, str(rental_id), service.INSUFFICIENT_BALANCE)
         _test_pause(settings.app_env)
     elapsed_ms = round((time.monotonic() - started) * 1000, 1)
-    get_redis().hset(LAST_TICK_KEY, mapping={
-        "at": f"{now.timestamp():.3f}", "rentals": run.locked, "charged": len(run.charges),
-        "amount": str(run.total), "stopped": len(run.to_stop), "duration_ms": elapsed_ms})
-    log.info("billing tick", extra={"rentals": run.locked, "charged": len(run.charges),
-                                    "amount": str(run.total), "stopped": len(run.to_stop),
-                                    "duration_ms": elapsed_ms})
+    get_redis().hset(
+        LAST_TICK_KEY,
+        mapping={
+            "at": f"{now.timestamp():.3f}",
+            "rentals": run.locked,
+            "charged": len(run.charges),
+            "amount": str(run.total),
+            "stopped": len(run.to_stop),
+            "duration_ms": elapsed_ms,
+        },
+    )
+    log.info(
+        "billing tick",
+        extra={
+            "rentals": run.locked,
+            "charged": len(run.charges),
+            "amount": str(run.total),
+            "stopped": len(run.to_stop),
+            "duration_ms": elapsed_ms,
+        },
+    )
 
 
 def _test_pause(app_env: str) -> None:

@@ -31,19 +31,31 @@ def _at(epoch: float) -> datetime:
     return datetime.fromtimestamp(epoch, UTC)
 
 
-@dramatiq.actor(queue_name="fleet", max_retries=5, min_backoff=500, max_backoff=10_000,
-                time_limit=30_000)
-def record_hello(node_id: str, agent_version: str, specs: dict[str, Any],
-                 containers: list[dict[str, Any]], seen_at: float) -> None:
+@dramatiq.actor(
+    queue_name="fleet", max_retries=5, min_backoff=500, max_backoff=10_000, time_limit=30_000
+)
+def record_hello(
+    node_id: str,
+    agent_version: str,
+    specs: dict[str, Any],
+    containers: list[dict[str, Any]],
+    seen_at: float,
+) -> None:
     """Record what the agent detected, bring the node back, and stop containers it should not run."""
     settings = get_settings()
     with session_scope() as session:
         node = session.get(HostNode, uuid.UUID(node_id), with_for_update=True)
         if node is None:
             return
-        liveness.apply_hello(session, node=node, specs=specs, agent_version=agent_version,
-                             seen_at=_at(seen_at), now=utcnow(),
-                             timeout_seconds=settings.heartbeat_timeout_seconds)
+        liveness.apply_hello(
+            session,
+            node=node,
+            specs=specs,
+            agent_version=agent_version,
+            seen_at=_at(seen_at),
+            now=utcnow(),
+            timeout_seconds=settings.heartbeat_timeout_seconds,
+        )
         stale = liveness.stale_containers(session, node_id=node.id, containers=containers)
         back = node.status != NodeStatus.OFFLINE
     if back:
@@ -53,20 +65,23 @@ def record_hello(node_id: str, agent_version: str, specs: dict[str, Any],
 
         for container in stale:
             # A redelivered hello queues the same stop again; the agent treats it as done.
-            send_to_node(node_id, "stop_instance", {"rental_id": container["rental_id"],
-                                                    "container_id": container["container_id"]})
+            send_to_node(
+                node_id,
+                "stop_instance",
+                {"rental_id": container["rental_id"], "container_id": container["container_id"]},
+            )
         log.info("stale containers stopped", extra={"node_id": node_id, "count": len(stale)})
 
 
-@dramatiq.actor(queue_name="fleet", max_retries=5, min_backoff=500, max_backoff=10_000,
-                time_limit=30_000)
+@dramatiq.actor(
+    queue_name="fleet", max_retries=5, min_backoff=500, max_backoff=10_000, time_limit=30_000
+)
 def node_seen(node_id: str, seen_at: float) -> None:
     """An offline node sent a heartbeat: bring it back now rather than at the next sweep."""
     settings = get_settings()
     cutoff = _at(time.time() - settings.heartbeat_timeout_seconds)
     with session_scope() as session:
-        liveness.node_seen(session, node_id=uuid.UUID(node_id), seen_at=_at(seen_at),
-                           cutoff=cutoff)
+        liveness.node_seen(session, node_id=uuid.UUID(node_id), seen_at=_at(seen_at), cutoff=cutoff)
 
 
 @dramatiq.actor(queue_name="fleet", max_retries=0, time_limit=60_000)
@@ -97,8 +112,9 @@ def check_node_liveness(now: float | None = None) -> None:
     live.clear_offline(redis, (str(node_id) for node_id in back))
     live.prune(redis, time.time() - PRUNE_AFTER_SECONDS)
     if gone or back:
-        log.info("node liveness", extra={"offline": len(gone), "back": len(back),
-                                         "flushed": len(seen)})
+        log.info(
+            "node liveness", extra={"offline": len(gone), "back": len(back), "flushed": len(seen)}
+        )
 
 
 def liveness_interval(settings: Settings) -> int:

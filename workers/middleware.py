@@ -32,17 +32,30 @@ class ActorLog(Middleware):
         message.options["_dc_started"] = time.monotonic()
         correlation_id.set(message.options.get("correlation_id") or _guess_id(message))
 
-    def after_process_message(self, broker: dramatiq.Broker, message: Any, *,
-                              result: Any = None, exception: BaseException | None = None) -> None:
+    def after_process_message(
+        self,
+        broker: dramatiq.Broker,
+        message: Any,
+        *,
+        result: Any = None,
+        exception: BaseException | None = None,
+    ) -> None:
         started = message.options.pop("_dc_started", None)
         elapsed = (time.monotonic() - started) * 1000 if started else None
-        log.log(logging.ERROR if exception else logging.INFO, "actor run",
-                extra={"actor": message.actor_name, "message_id": message.message_id,
-                       "queue": message.queue_name, "ok": exception is None,
-                       "error": repr(exception) if exception else None,
-                       "duration_ms": round(elapsed, 2) if elapsed is not None else None,
-                       "retries": message.options.get("retries", 0),
-                       **_id_arguments(broker, message)})
+        log.log(
+            logging.ERROR if exception else logging.INFO,
+            "actor run",
+            extra={
+                "actor": message.actor_name,
+                "message_id": message.message_id,
+                "queue": message.queue_name,
+                "ok": exception is None,
+                "error": repr(exception) if exception else None,
+                "duration_ms": round(elapsed, 2) if elapsed is not None else None,
+                "retries": message.options.get("retries", 0),
+                **_id_arguments(broker, message),
+            },
+        )
         correlation_id.set(None)
 
     after_skip_message = after_process_message

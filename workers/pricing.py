@@ -24,7 +24,7 @@ def reprice_auto_match_nodes() -> None:
     # Small transactions: row locks are held briefly, and a host's edit is not blocked long.
     for start in range(0, len(node_ids), BATCH):
         with session_scope() as session:
-            changed += len(reprice_nodes(session, node_ids=node_ids[start:start + BATCH]))
+            changed += len(reprice_nodes(session, node_ids=node_ids[start : start + BATCH]))
     log.info("auto-match repricing done", extra={"nodes": len(node_ids), "changed": changed})
 
 

@@ -40,8 +40,10 @@ _KNOWN_MAX = 100_000
 def verified_claims(token: str | None) -> Claims:
     """Verify the token and make sure its user row exists (created on the first valid token)."""
     if token is None:
-        raise Unauthorized("Authentication required: send 'Authorization: Bearer <token>'.",
-                           headers={"WWW-Authenticate": "Bearer"})
+        raise Unauthorized(
+            "Authentication required: send 'Authorization: Bearer <token>'.",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
     claims = verifier().verify(token)
     seen = _KNOWN_USERS.get(claims.user_id)
     if seen is None or time.monotonic() - seen > _KNOWN_TTL_SECONDS:

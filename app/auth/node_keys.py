@@ -55,8 +55,9 @@ def verify_key(session: Session, key: str | None) -> uuid.UUID | None:
     if not key or not key.startswith(KEY_PREFIX) or len(key) > 128:
         return None
     row = session.execute(
-        select(NodeApiKey.node_id, NodeApiKey.key_hash, NodeApiKey.revoked_at)
-        .where(NodeApiKey.prefix == _lookup_prefix(key))
+        select(NodeApiKey.node_id, NodeApiKey.key_hash, NodeApiKey.revoked_at).where(
+            NodeApiKey.prefix == _lookup_prefix(key)
+        )
     ).first()
     candidate = hash_key(key)
     if row is None:

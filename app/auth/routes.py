@@ -51,6 +51,12 @@ class Me(MethodView):
     def get(self):
         """Show the calling user."""
         user = current_user()
-        return {"id": user.id, "clerk_id": user.clerk_id, "email": user.email, "role": user.role,
-                "balance": user.balance, "is_admin": is_admin(user),
-                "created_at": user.created_at}
+        return {
+            "id": user.id,
+            "clerk_id": user.clerk_id,
+            "email": user.email,
+            "role": user.role,
+            "balance": user.balance,
+            "is_admin": is_admin(user),
+            "created_at": user.created_at,
+        }

@@ -18,8 +18,9 @@ def get_or_create_user(session: Session, claims: Claims) -> User:
         return user
     # ON CONFLICT DO NOTHING makes concurrent first requests converge on one row.
     session.execute(
-        insert(User).values(clerk_id=claims.user_id).on_conflict_do_nothing(
-            index_elements=[User.clerk_id])
+        insert(User)
+        .values(clerk_id=claims.user_id)
+        .on_conflict_do_nothing(index_elements=[User.clerk_id])
     )
     user = session.execute(select(User).where(User.clerk_id == claims.user_id)).scalar_one()
     if claims.email and user.email is None:
@@ -28,8 +29,6 @@ def get_or_create_user(session: Session, claims: Claims) -> User:
 
 
 def _set_email(session: Session, user: User, email: str) -> None:
-    taken = session.execute(
-        select(User.id).where(User.email == email, User.id != user.id)
-    ).first()
+    taken = session.execute(select(User.id).where(User.email == email, User.id != user.id)).first()
     if taken is None:
         user.email = email

@@ -58,7 +58,10 @@ class TokenVerifier:
             if self._jwks is not None:
                 key = self._jwks.get_signing_key_from_jwt(token).key
             claims = jwt.decode(
-                token, key=key, algorithms=ALGORITHMS, issuer=self.settings.clerk_issuer,
+                token,
+                key=key,
+                algorithms=ALGORITHMS,
+                issuer=self.settings.clerk_issuer,
                 leeway=LEEWAY_SECONDS,
                 options={"require": ["exp", "iat", "sub", "iss"], "verify_aud": False},
             )
@@ -79,14 +82,17 @@ class TokenVerifier:
         if not isinstance(sub, str) or not sub or len(sub) > 255 or not sub.isprintable():
             raise Unauthorized("The session token has no valid subject.")
         sid = claims.get("sid")
-        return Claims(user_id=sub, email=_usable_email(claims.get("email")),
-                      session_id=sid if isinstance(sid, str) else None, raw=claims)
+        return Claims(
+            user_id=sub,
+            email=_usable_email(claims.get("email")),
+            session_id=sid if isinstance(sid, str) else None,
+            raw=claims,
+        )
 
 
 def _usable_email(value: Any) -> str | None:
     """The email claim when it fits the users table; anything else is ignored, not a 500."""
-    if (isinstance(value, str) and 3 <= len(value) <= 320 and "@" in value
-            and value.isprintable()):
+    if isinstance(value, str) and 3 <= len(value) <= 320 and "@" in value and value.isprintable():
         return value
     return None
 
@@ -101,9 +107,11 @@ def ensure_dev_key(path: str) -> rsa.RSAPrivateKey:
         if not file.exists():
             file.parent.mkdir(parents=True, exist_ok=True)
             key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-            pem = key.private_bytes(serialization.Encoding.PEM,
-                                    serialization.PrivateFormat.PKCS8,
-                                    serialization.NoEncryption())
+            pem = key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
             tmp = file.with_suffix(".tmp")
             tmp.write_bytes(pem)
             tmp.chmod(0o600)
@@ -113,19 +121,33 @@ def ensure_dev_key(path: str) -> rsa.RSAPrivateKey:
     return loaded
 
 
-def mint_dev_token(settings: Settings, user_id: str, *, email: str | None = None,
-                   ttl_seconds: int = 24 * 3600, azp: str | None = None,
-                   extra: dict[str, Any] | None = None) -> str:
+def mint_dev_token(
+    settings: Settings,
+    user_id: str,
+    *,
+    email: str | None = None,
+    ttl_seconds: int = 24 * 3600,
+    azp: str | None = None,
+    extra: dict[str, Any] | None = None,
+) -> str:
     """Sign a Clerk-shaped session token with the development key (never in production)."""
     if settings.is_production or not settings.dev_jwt_private_key:
         raise DomainError("development tokens are refused when APP_ENV=production")
     key = ensure_dev_key(settings.dev_jwt_private_key)
     now = int(time.time())
     claims: dict[str, Any] = {
-        "sub": user_id, "iss": settings.clerk_issuer, "iat": now, "nbf": now - 5,
-        "exp": now + ttl_seconds, "sid": f"sess_dev_{now}",
-        "azp": azp or (settings.clerk_authorized_parties[0]
-                       if settings.clerk_authorized_parties else "http://localhost:3000"),
+        "sub": user_id,
+        "iss": settings.clerk_issuer,
+        "iat": now,
+        "nbf": now - 5,
+        "exp": now + ttl_seconds,
+        "sid": f"sess_dev_{now}",
+        "azp": azp
+        or (
+            settings.clerk_authorized_parties[0]
+            if settings.clerk_authorized_parties
+            else "http://localhost:3000"
+        ),
     }
     if email:
         claims["email"] = email

@@ -46,30 +46,48 @@ class Transaction(Base):
     __tablename__ = "transactions"
     __table_args__ = (
         CheckConstraint("amount > 0", name="amount_positive"),
-        CheckConstraint("kind IN ('topup', 'usage', 'earning', 'fee', 'adjustment')",
-                        name="kind_known"),
+        CheckConstraint(
+            "kind IN ('topup', 'usage', 'earning', 'fee', 'adjustment')", name="kind_known"
+        ),
         Index("ix_transactions_user_created", "user_id", "created_at", "id"),
         # A charge has at most one line of each kind: a charge can never be written twice.
-        Index("uq_transactions_charge_kind", "charge_id", "kind", unique=True,
-              postgresql_where=text("charge_id IS NOT NULL")),
+        Index(
+            "uq_transactions_charge_kind",
+            "charge_id",
+            "kind",
+            unique=True,
+            postgresql_where=text("charge_id IS NOT NULL"),
+        ),
         # A top-up reference (the payment's id) is credited once, whoever asks how often.
-        Index("uq_transactions_topup_reference", "reference_id", unique=True,
-              postgresql_where=text("kind = 'topup'")),
+        Index(
+            "uq_transactions_topup_reference",
+            "reference_id",
+            unique=True,
+            postgresql_where=text("kind = 'topup'"),
+        ),
     )
 
     id: Mapped[uuid.UUID] = uuid_pk()
     user_id: Mapped[uuid.UUID] = mapped_column(
-        UUID(as_uuid=True), ForeignKey("users.id", ondelete="RESTRICT"), nullable=False)
+        UUID(as_uuid=True), ForeignKey("users.id", ondelete="RESTRICT"), nullable=False
+    )
     amount: Mapped[Decimal] = mapped_column(Numeric(18, 4), nullable=False)
-    type: Mapped[TransactionType] = mapped_column(pg_enum(TransactionType, "transaction_type"),
-                                                  nullable=False)
-    kind: Mapped[str] = mapped_column(String(16), nullable=False, default=EntryKind.ADJUSTMENT,
-                                      server_default=EntryKind.ADJUSTMENT.value)
+    type: Mapped[TransactionType] = mapped_column(
+        pg_enum(TransactionType, "transaction_type"), nullable=False
+    )
+    kind: Mapped[str] = mapped_column(
+        String(16),
+        nullable=False,
+        default=EntryKind.ADJUSTMENT,
+        server_default=EntryKind.ADJUSTMENT.value,
+    )
     reference_id: Mapped[str | None] = mapped_column(String(255))
     rental_id: Mapped[uuid.UUID | None] = mapped_column(
-        UUID(as_uuid=True), ForeignKey("rentals.id", ondelete="RESTRICT"))
+        UUID(as_uuid=True), ForeignKey("rentals.id", ondelete="RESTRICT")
+    )
     charge_id: Mapped[uuid.UUID | None] = mapped_column(
-        UUID(as_uuid=True), ForeignKey("billing_charges.id", ondelete="RESTRICT"))
+        UUID(as_uuid=True), ForeignKey("billing_charges.id", ondelete="RESTRICT")
+    )
     description: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = created_at_column()
 
@@ -88,9 +106,12 @@ class BillingCharge(Base):
     __table_args__ = (
         UniqueConstraint("rental_id", "from_minute", name="uq_billing_charges_rental_from"),
         UniqueConstraint("rental_id", "to_minute", name="uq_billing_charges_rental_to"),
-        ForeignKeyConstraint(["rental_id", "after_minute"],
-                             ["billing_charges.rental_id", "billing_charges.to_minute"],
-                             name="fk_billing_charges_follows_previous", ondelete="RESTRICT"),
+        ForeignKeyConstraint(
+            ["rental_id", "after_minute"],
+            ["billing_charges.rental_id", "billing_charges.to_minute"],
+            name="fk_billing_charges_follows_previous",
+            ondelete="RESTRICT",
+        ),
         CheckConstraint("from_minute >= 0 AND to_minute > from_minute", name="period_valid"),
         CheckConstraint("nominal >= 0 AND amount >= 0 AND amount <= nominal", name="amount_valid"),
         CheckConstraint("fee >= 0 AND fee <= amount", name="fee_valid"),
@@ -98,7 +119,8 @@ class BillingCharge(Base):
 
     id: Mapped[uuid.UUID] = uuid_pk()
     rental_id: Mapped[uuid.UUID] = mapped_column(
-        UUID(as_uuid=True), ForeignKey("rentals.id", ondelete="RESTRICT"), nullable=False)
+        UUID(as_uuid=True), ForeignKey("rentals.id", ondelete="RESTRICT"), nullable=False
+    )
     # Who paid and who earned, as the rental and node said when it was billed (the ledger lines
     # carry the user keys; no foreign key here keeps the tick's inserts cheap).
     renter_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), nullable=False)
@@ -107,7 +129,8 @@ class BillingCharge(Base):
     to_minute: Mapped[int] = mapped_column(Integer, nullable=False)
     # NULL for the first period (nothing precedes minute 0), else the minute it must follow.
     after_minute: Mapped[int | None] = mapped_column(
-        Integer, Computed("(NULLIF(from_minute, 0))", persisted=True))
+        Integer, Computed("(NULLIF(from_minute, 0))", persisted=True)
+    )
     nominal: Mapped[Decimal] = mapped_column(Numeric(18, 4), nullable=False)
     amount: Mapped[Decimal] = mapped_column(Numeric(18, 4), nullable=False)
     fee: Mapped[Decimal] = mapped_column(Numeric(18, 4), nullable=False)

@@ -19,9 +19,13 @@ from app.web import db_session
 
 blp = Blueprint("billing", __name__, url_prefix="/api/v1", description="Billing")
 SECURITY: list[dict[str, list[str]]] = [{"bearerAuth": []}]
-IDEMPOTENCY_HEADER = {"in": "header", "name": "Idempotency-Key", "required": False,
-                      "schema": {"type": "string", "maxLength": 255},
-                      "description": "The same key from the same user returns the first result."}
+IDEMPOTENCY_HEADER = {
+    "in": "header",
+    "name": "Idempotency-Key",
+    "required": False,
+    "schema": {"type": "string", "maxLength": 255},
+    "description": "The same key from the same user returns the first result.",
+}
 
 
 @blp.route("/billing/balance")
@@ -54,8 +58,11 @@ class Credits(MethodView):
 
     @blp.arguments(CreditCreateSchema)
     @blp.response(201, TransactionSchema)
-    @blp.alt_response(200, schema=TransactionSchema,
-                      description="This reference was credited before: the same ledger line")
+    @blp.alt_response(
+        200,
+        schema=TransactionSchema,
+        description="This reference was credited before: the same ledger line",
+    )
     @blp.doc(security=SECURITY, parameters=[IDEMPOTENCY_HEADER])
     def post(self, data):
         """Top up a user's balance (admins); credited once per reference."""
@@ -63,8 +70,9 @@ class Credits(MethodView):
         admin = current_user()
         key = idempotency.validate_key(request.headers.get("Idempotency-Key"))
         if key is not None:
-            replay = idempotency.claim(session, user_id=admin.id, key=key,
-                                       endpoint="POST /billing/credits", payload=data)
+            replay = idempotency.claim(
+                session, user_id=admin.id, key=key, endpoint="POST /billing/credits", payload=data
+            )
             if replay is not None:
                 status, body = replay
                 session.rollback()
@@ -74,8 +82,13 @@ class Credits(MethodView):
         line, created = service.top_up(session, **data)
         status = 201 if created else 200
         if key is not None:
-            idempotency.record(session, user_id=admin.id, key=key, status_code=status,
-                               body=TransactionSchema().dump(line))
+            idempotency.record(
+                session,
+                user_id=admin.id,
+                key=key,
+                status_code=status,
+                body=TransactionSchema().dump(line),
+            )
         session.commit()
         return line, status
 

@@ -5,18 +5,23 @@ from marshmallow import Schema, fields, validate
 from app.enums import TransactionType
 from app.money import Money
 
-_PRINTABLE = validate.Regexp(r"^[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?$",
-                             error="Printable ASCII without leading or trailing spaces.")
+_PRINTABLE = validate.Regexp(
+    r"^[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?$",
+    error="Printable ASCII without leading or trailing spaces.",
+)
 
 
 class CreditCreateSchema(Schema):
     user_id = fields.UUID(required=True)
     amount = Money(required=True)
-    reference = fields.String(required=True, validate=[validate.Length(min=1, max=255), _PRINTABLE],
-                              metadata={"description": "The payment's id; a top-up is credited "
-                                                       "once per reference."})
-    description = fields.String(load_default=None, allow_none=True,
-                                validate=validate.Length(max=500))
+    reference = fields.String(
+        required=True,
+        validate=[validate.Length(min=1, max=255), _PRINTABLE],
+        metadata={"description": "The payment's id; a top-up is credited once per reference."},
+    )
+    description = fields.String(
+        load_default=None, allow_none=True, validate=validate.Length(max=500)
+    )
 
 
 class TransactionSchema(Schema):

@@ -132,8 +132,10 @@ def platform_account_id(session: Session) -> uuid.UUID:
     billing runs: a second run waits, then sees the first one's watermarks.
     """
     return session.execute(
-        text("INSERT INTO users (id, clerk_id, balance) VALUES (gen_random_uuid(), :clerk, 0) "
-             "ON CONFLICT (clerk_id) DO UPDATE SET clerk_id = EXCLUDED.clerk_id RETURNING id"),
+        text(
+            "INSERT INTO users (id, clerk_id, balance) VALUES (gen_random_uuid(), :clerk, 0) "
+            "ON CONFLICT (clerk_id) DO UPDATE SET clerk_id = EXCLUDED.clerk_id RETURNING id"
+        ),
         {"clerk": PLATFORM_CLERK_ID},
     ).scalar_one()
 
@@ -287,19 +289,41 @@ class BillingRun:
         return sum((c.amount for c in self.charges), Decimal(0))
 
 
-def _run(session: Session, *, where: str, skip: str, until: datetime, settings: Settings,
-         params: dict[str, Any] | None = None) -> BillingRun:
+def _run(
+    session: Session,
+    *,
+    where: str,
+    skip: str,
+    until: datetime,
+    settings: Settings,
+    params: dict[str, Any] | None = None,
+) -> BillingRun:
     platform_id = platform_account_id(session)
     rows = session.execute(
         text(_BILL_SQL.format(where=where, skip=skip)),
-        {"until": until, "heartbeat_timeout": settings.heartbeat_timeout_seconds,
-         "fee_percent": settings.platform_fee_percent, "platform_id": platform_id,
-         **(params or {})},
+        {
+            "until": until,
+            "heartbeat_timeout": settings.heartbeat_timeout_seconds,
+            "fee_percent": settings.platform_fee_percent,
+            "platform_id": platform_id,
+            **(params or {}),
+        },
     ).all()
-    charges = [Charge(rental_id=r.rental_id, renter_id=r.renter_id, from_minute=r.from_minute,
-                      to_minute=r.to_minute, nominal=r.nominal, amount=r.amount, fee=r.fee,
-                      balance_after=r.balance_after, next_minute=r.next_minute,
-                      stop_requested=r.stop_requested_at is not None) for r in rows]
+    charges = [
+        Charge(
+            rental_id=r.rental_id,
+            renter_id=r.renter_id,
+            from_minute=r.from_minute,
+            to_minute=r.to_minute,
+            nominal=r.nominal,
+            amount=r.amount,
+            fee=r.fee,
+            balance_after=r.balance_after,
+            next_minute=r.next_minute,
+            stop_requested=r.stop_requested_at is not None,
+        )
+        for r in rows
+    ]
     return BillingRun(charges=charges, locked=rows[0].locked if rows else 0)
 
 
@@ -309,8 +333,9 @@ def bill_active_rentals(session: Session, *, now: datetime, settings: Settings) 
     Rows another transaction holds (a rental being ended, a renter being topped up) are skipped
     and caught up by the next run, since every run bills from the watermark.
     """
-    return _run(session, where="r.status = 'active'", skip="SKIP LOCKED", until=now,
-                settings=settings)
+    return _run(
+        session, where="r.status = 'active'", skip="SKIP LOCKED", until=now, settings=settings
+    )
 
 
 def settle_rental(session: Session, rental: Rental, until: datetime) -> None:
@@ -322,13 +347,20 @@ def settle_rental(session: Session, rental: Rental, until: datetime) -> None:
     if rental.start_time is None:
         return
     session.flush()
-    run = _run(session, where="r.id = CAST(:rental_id AS uuid)", skip="", until=until,
-               settings=get_settings(), params={"rental_id": str(rental.id)})
+    run = _run(
+        session,
+        where="r.id = CAST(:rental_id AS uuid)",
+        skip="",
+        until=until,
+        settings=get_settings(),
+        params={"rental_id": str(rental.id)},
+    )
     for charge in run.charges:
         # The statement changed rows this session may hold: keep its objects truthful.
         set_committed_value(rental, "billed_minutes", charge.to_minute)
-        set_committed_value(rental, "billed_amount",
-                            Decimal(rental.billed_amount or 0) + charge.amount)
+        set_committed_value(
+            rental, "billed_amount", Decimal(rental.billed_amount or 0) + charge.amount
+        )
         _expire_balances(session)
 
 
@@ -339,33 +371,50 @@ def _expire_balances(session: Session) -> None:
 
 
 # ------------------------------------------------------------------------------ top-ups
-def top_up(session: Session, *, user_id: uuid.UUID, amount: Decimal, reference: str,
-           description: str | None = None) -> tuple[Transaction, bool]:
+def top_up(
+    session: Session,
+    *,
+    user_id: uuid.UUID,
+    amount: Decimal,
+    reference: str,
+    description: str | None = None,
+) -> tuple[Transaction, bool]:
     """Credit `amount` to a user once per `reference`; returns (ledger line, created now).
 
     The same reference again returns the first line and credits nothing; the same reference with
     another user or amount is a 409.
     """
-    user = session.execute(select(User).where(User.id == user_id).with_for_update()
-                           ).scalar_one_or_none()
+    user = session.execute(
+        select(User).where(User.id == user_id).with_for_update()
+    ).scalar_one_or_none()
     if user is None:
         raise NotFound("No such user.")
     if user.clerk_id == PLATFORM_CLERK_ID:
-        raise ValidationFailed("The platform account cannot be topped up.",
-                               errors={"user_id": ["The platform account cannot be topped up."]})
+        raise ValidationFailed(
+            "The platform account cannot be topped up.",
+            errors={"user_id": ["The platform account cannot be topped up."]},
+        )
     line_id = session.execute(
         insert(Transaction)
-        .values(id=uuid.uuid4(), user_id=user.id, amount=amount, type=TransactionType.CREDIT,
-                kind=EntryKind.TOPUP.value, reference_id=reference,
-                description=description or "Credit top-up")
-        .on_conflict_do_nothing(index_elements=[Transaction.reference_id],
-                                index_where=text("kind = 'topup'"))
+        .values(
+            id=uuid.uuid4(),
+            user_id=user.id,
+            amount=amount,
+            type=TransactionType.CREDIT,
+            kind=EntryKind.TOPUP.value,
+            reference_id=reference,
+            description=description or "Credit top-up",
+        )
+        .on_conflict_do_nothing(
+            index_elements=[Transaction.reference_id], index_where=text("kind = 'topup'")
+        )
         .returning(Transaction.id)
     ).scalar_one_or_none()
     if line_id is None:
         existing = session.execute(
-            select(Transaction).where(Transaction.kind == EntryKind.TOPUP.value,
-                                      Transaction.reference_id == reference)
+            select(Transaction).where(
+                Transaction.kind == EntryKind.TOPUP.value, Transaction.reference_id == reference
+            )
         ).scalar_one()
         if existing.user_id != user.id or existing.amount != amount:
             raise Conflict("This reference was already used for a different top-up.")
@@ -375,8 +424,9 @@ def top_up(session: Session, *, user_id: uuid.UUID, amount: Decimal, reference: 
     return session.get_one(Transaction, line_id), True
 
 
-def list_transactions(session: Session, *, user: User, limit: int,
-                      cursor: str | None) -> tuple[list[Transaction], str | None]:
+def list_transactions(
+    session: Session, *, user: User, limit: int, cursor: str | None
+) -> tuple[list[Transaction], str | None]:
     """The user's ledger lines, newest first, a page at a time."""
     query = select(Transaction).where(Transaction.user_id == user.id)
     after = decode_cursor(cursor, (str, str))
@@ -384,13 +434,20 @@ def list_transactions(session: Session, *, user: User, limit: int,
         try:
             at, line_id = datetime.fromisoformat(after[0]), uuid.UUID(after[1])
         except ValueError:
-            raise ValidationFailed("The cursor is not valid.",
-                                   errors={"cursor": ["Invalid cursor."]}) from None
-        query = query.where(or_(Transaction.created_at < at,
-                                and_(Transaction.created_at == at, Transaction.id < line_id)))
-    rows = list(session.execute(
-        query.order_by(Transaction.created_at.desc(), Transaction.id.desc()).limit(limit + 1)
-    ).scalars())
+            raise ValidationFailed(
+                "The cursor is not valid.", errors={"cursor": ["Invalid cursor."]}
+            ) from None
+        query = query.where(
+            or_(
+                Transaction.created_at < at,
+                and_(Transaction.created_at == at, Transaction.id < line_id),
+            )
+        )
+    rows = list(
+        session.execute(
+            query.order_by(Transaction.created_at.desc(), Transaction.id.desc()).limit(limit + 1)
+        ).scalars()
+    )
     next_cursor = None
     if len(rows) > limit:
         rows = rows[:limit]
@@ -464,13 +521,22 @@ def check_invariants(session: Session) -> dict[str, Any]:
     totals = session.execute(text(_TOTALS_SQL)).mappings().one()
     usage_gap = totals["usage"] - totals["earnings"] - totals["fees"]
     if usage_gap != 0:
-        differences.append({"check": "usage_equals_earnings_plus_fees",
-                            "difference": _plain(usage_gap)})
+        differences.append(
+            {"check": "usage_equals_earnings_plus_fees", "difference": _plain(usage_gap)}
+        )
     if totals["balances"] != totals["ledger_net"]:
-        differences.append({"check": "balances_equal_ledger",
-                            "difference": _plain(totals["balances"] - totals["ledger_net"])})
-    return {"ok": not differences, "checked_at": utcnow(),
-            "totals": {k: _plain(v) for k, v in totals.items()}, "differences": differences}
+        differences.append(
+            {
+                "check": "balances_equal_ledger",
+                "difference": _plain(totals["balances"] - totals["ledger_net"]),
+            }
+        )
+    return {
+        "ok": not differences,
+        "checked_at": utcnow(),
+        "totals": {k: _plain(v) for k, v in totals.items()},
+        "differences": differences,
+    }
 
 
 def _plain(value: Any) -> Any:
@@ -481,4 +547,3 @@ def _plain(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.isoformat()
     return value
-

@@ -68,8 +68,9 @@ def _node(node_id: uuid.UUID | str) -> str:
     return str(uuid.UUID(str(node_id)))
 
 
-def send_to_node(node_id: uuid.UUID | str, event: str, data: dict[str, Any], *,
-                 client: redis.Redis | None = None) -> str:
+def send_to_node(
+    node_id: uuid.UUID | str, event: str, data: dict[str, Any], *, client: redis.Redis | None = None
+) -> str:
     """Queue a command for the node's agent and return its id (the frame's ``id``).
 
     The data is validated against the protocol schema here, so a bad command fails in the
@@ -91,13 +92,15 @@ def ack(node_id: str, command_id: str, *, client: redis.Redis | None = None) -> 
     return bool(r.eval(_ACK, 2, stream_key(node_id), index_key(node_id), command_id))
 
 
-def pending(node_id: str, *, after: str | None = None, count: int = 100,
-            client: redis.Redis | None = None) -> list[tuple[str, str]]:
+def pending(
+    node_id: str, *, after: str | None = None, count: int = 100, client: redis.Redis | None = None
+) -> list[tuple[str, str]]:
     """Unacked commands as (stream entry id, encoded frame), oldest first, after `after`."""
     r = _client(client)
     start = "-" if after is None else f"({after}"
     entries: list[tuple[str, dict[str, str]]] = r.xrange(  # type: ignore[assignment]
-        stream_key(node_id), min=start, max="+", count=count)
+        stream_key(node_id), min=start, max="+", count=count
+    )
     return [(entry_id, fields["frame"]) for entry_id, fields in entries]
 
 

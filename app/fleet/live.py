@@ -69,8 +69,10 @@ def write_sightings(client: redis.Redis, sightings: list[Sighting]) -> list[str]
     latest: dict[str, float] = {}
     for s in sightings:
         key = live_key(s.node_id)
-        mapping: dict[str, Any] = {"last_seen": int(s.received_at),
-                                   "last_seen_ms": int(s.received_at * 1000)}
+        mapping: dict[str, Any] = {
+            "last_seen": int(s.received_at),
+            "last_seen_ms": int(s.received_at * 1000),
+        }
         if s.status is not None:
             mapping["status"] = s.status
         if s.metrics is not None:
@@ -88,7 +90,7 @@ def write_sightings(client: redis.Redis, sightings: list[Sighting]) -> list[str]
     for node in nodes:  # one SREM each: its reply says whether that node had been offline
         pipe.srem(OFFLINE_SET, node)
     replies = pipe.execute()
-    removed = replies[-len(nodes):] if nodes else []
+    removed = replies[-len(nodes) :] if nodes else []
     return [node for node, count in zip(nodes, removed, strict=True) if count]
 
 
@@ -101,7 +103,8 @@ def seen_since(client: redis.Redis, since: float | None) -> dict[str, float]:
     """Node id -> last seen (epoch seconds) for every node seen at or after `since`."""
     low = "-inf" if since is None else since
     rows: list[tuple[str, float]] = client.zrangebyscore(  # type: ignore[assignment]
-        LAST_SEEN_ZSET, low, "+inf", withscores=True)
+        LAST_SEEN_ZSET, low, "+inf", withscores=True
+    )
     return {member: float(score) for member, score in rows}
 
 

@@ -28,6 +28,7 @@ FLUSH_CHUNK = 1000
 
 def specs_cover(declared: Mapping[str, Any], detected: Mapping[str, Any]) -> bool:
     """Whether the detected hardware is at least what the host declared."""
+
     def at_least(name: str, slack: float = 1.0) -> bool:
         want = float(declared.get(name) or 0)
         return float(detected.get(name) or 0) >= want * slack
@@ -54,8 +55,16 @@ def status_when_seen(session: Session, node: HostNode) -> NodeStatus:
     return NodeStatus.ONLINE
 
 
-def apply_hello(session: Session, *, node: HostNode, specs: dict[str, Any], agent_version: str,
-                seen_at: datetime, timeout_seconds: int, now: datetime) -> None:
+def apply_hello(
+    session: Session,
+    *,
+    node: HostNode,
+    specs: dict[str, Any],
+    agent_version: str,
+    seen_at: datetime,
+    timeout_seconds: int,
+    now: datetime,
+) -> None:
     """Record the detected specs, set `verified`, and bring the node back if it was offline.
 
     `node` must be locked by the caller.
@@ -72,15 +81,17 @@ def apply_hello(session: Session, *, node: HostNode, specs: dict[str, Any], agen
         transition_node(session, node, status_when_seen(session, node), reason="agent connected")
 
 
-def stale_containers(session: Session, *, node_id: uuid.UUID,
-                     containers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def stale_containers(
+    session: Session, *, node_id: uuid.UUID, containers: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
     """The reported containers whose rental is not live on this node, or not with this id."""
     live = {str(r.id): r.container_id for r in live_rentals(session, node_id)}
     stale = []
     for container in containers:
         rental_id = str(container.get("rental_id"))
-        if rental_id not in live or (live[rental_id]
-                                     and container.get("container_id") != live[rental_id]):
+        if rental_id not in live or (
+            live[rental_id] and container.get("container_id") != live[rental_id]
+        ):
             stale.append(container)
     return stale
 
@@ -95,49 +106,63 @@ def flush_last_seen(session: Session, seen: Mapping[str, float]) -> int:
             continue
     updated = 0
     for start in range(0, len(rows), FLUSH_CHUNK):
-        chunk = values(column("id", UUID(as_uuid=True)), column("seen", DateTime(timezone=True)),
-                       name="seen").data(rows[start:start + FLUSH_CHUNK])
+        chunk = values(
+            column("id", UUID(as_uuid=True)), column("seen", DateTime(timezone=True)), name="seen"
+        ).data(rows[start : start + FLUSH_CHUNK])
         result = session.execute(
             update(HostNode)
-            .where(HostNode.id == chunk.c.id,
-                   or_(HostNode.last_seen_at.is_(None), HostNode.last_seen_at < chunk.c.seen))
+            .where(
+                HostNode.id == chunk.c.id,
+                or_(HostNode.last_seen_at.is_(None), HostNode.last_seen_at < chunk.c.seen),
+            )
             # Keep updated_at: being seen is not an edit of the node.
             .values(last_seen_at=chunk.c.seen, updated_at=HostNode.updated_at)
-            .execution_options(synchronize_session=False))
+            .execution_options(synchronize_session=False)
+        )
         updated += result.rowcount or 0  # type: ignore[attr-defined]
     return updated
 
 
-def mark_silent_offline(session: Session, *, cutoff: datetime, timeout_seconds: int
-                        ) -> list[uuid.UUID]:
+def mark_silent_offline(
+    session: Session, *, cutoff: datetime, timeout_seconds: int
+) -> list[uuid.UUID]:
     """Mark offline every node not heard from since `cutoff`; return their ids."""
-    nodes = session.execute(
-        select(HostNode)
-        .where(HostNode.status != NodeStatus.OFFLINE,
-               or_(HostNode.last_seen_at.is_(None), HostNode.last_seen_at < cutoff))
-        .with_for_update(skip_locked=True)
-    ).scalars().all()
+    nodes = (
+        session.execute(
+            select(HostNode)
+            .where(
+                HostNode.status != NodeStatus.OFFLINE,
+                or_(HostNode.last_seen_at.is_(None), HostNode.last_seen_at < cutoff),
+            )
+            .with_for_update(skip_locked=True)
+        )
+        .scalars()
+        .all()
+    )
     for node in nodes:
-        transition_node(session, node, NodeStatus.OFFLINE,
-                        reason=f"no heartbeat for {timeout_seconds}s")
+        transition_node(
+            session, node, NodeStatus.OFFLINE, reason=f"no heartbeat for {timeout_seconds}s"
+        )
     return [node.id for node in nodes]
 
 
 def revive_seen(session: Session, *, cutoff: datetime) -> list[uuid.UUID]:
     """Bring back every offline node heard from since `cutoff`; return their ids."""
-    nodes = session.execute(
-        select(HostNode)
-        .where(HostNode.status == NodeStatus.OFFLINE, HostNode.last_seen_at >= cutoff)
-        .with_for_update(skip_locked=True)
-    ).scalars().all()
+    nodes = (
+        session.execute(
+            select(HostNode)
+            .where(HostNode.status == NodeStatus.OFFLINE, HostNode.last_seen_at >= cutoff)
+            .with_for_update(skip_locked=True)
+        )
+        .scalars()
+        .all()
+    )
     for node in nodes:
-        transition_node(session, node, status_when_seen(session, node),
-                        reason="heartbeats resumed")
+        transition_node(session, node, status_when_seen(session, node), reason="heartbeats resumed")
     return [node.id for node in nodes]
 
 
-def node_seen(session: Session, *, node_id: uuid.UUID, seen_at: datetime, cutoff: datetime
-              ) -> bool:
+def node_seen(session: Session, *, node_id: uuid.UUID, seen_at: datetime, cutoff: datetime) -> bool:
     """An offline node was heard from at `seen_at`: record it and bring it back if recent."""
     node = session.get(HostNode, node_id, with_for_update=True)
     if node is None:
@@ -146,5 +171,6 @@ def node_seen(session: Session, *, node_id: uuid.UUID, seen_at: datetime, cutoff
         node.last_seen_at = seen_at
     if node.status != NodeStatus.OFFLINE or seen_at < cutoff:
         return False
-    return transition_node(session, node, status_when_seen(session, node),
-                           reason="heartbeats resumed")
+    return transition_node(
+        session, node, status_when_seen(session, node), reason="heartbeats resumed"
+    )

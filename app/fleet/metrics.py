@@ -42,8 +42,12 @@ def heartbeat_lines(node_id: str, at_ms: int, metrics: dict[str, Any]) -> list[s
         lines.append(node_point.to_line_protocol())
     gpu_count = max((len(metrics.get(name) or ()) for name in GPU_FIELDS), default=0)
     for index in range(gpu_count):
-        point = (Point(MEASUREMENT).tag("node_id", node_id).tag("gpu", str(index))
-                 .time(at_ms, WritePrecision.MS))
+        point = (
+            Point(MEASUREMENT)
+            .tag("node_id", node_id)
+            .tag("gpu", str(index))
+            .time(at_ms, WritePrecision.MS)
+        )
         fields = 0
         for name in GPU_FIELDS:
             values = metrics.get(name) or ()
@@ -62,8 +66,16 @@ class MetricsWriter:
     buffer keeps up to `max_buffer` points, dropping the oldest beyond that.
     """
 
-    def __init__(self, client: InfluxClient, *, batch_size: int, flush_seconds: float,
-                 retention: str, max_buffer: int | None = None, stats_redis: Any = None):
+    def __init__(
+        self,
+        client: InfluxClient,
+        *,
+        batch_size: int,
+        flush_seconds: float,
+        retention: str,
+        max_buffer: int | None = None,
+        stats_redis: Any = None,
+    ):
         self.client = client
         self.batch_size = batch_size
         self.flush_seconds = flush_seconds
@@ -82,9 +94,13 @@ class MetricsWriter:
     @classmethod
     def from_settings(cls, settings: Settings | None = None, **kwargs: Any) -> MetricsWriter:
         s = settings or get_settings()
-        return cls(InfluxClient.from_settings(s), batch_size=s.metrics_batch_size,
-                   flush_seconds=s.metrics_flush_seconds, retention=s.influxdb_retention,
-                   **kwargs)
+        return cls(
+            InfluxClient.from_settings(s),
+            batch_size=s.metrics_batch_size,
+            flush_seconds=s.metrics_flush_seconds,
+            retention=s.influxdb_retention,
+            **kwargs,
+        )
 
     def start(self) -> None:
         if self._thread is None:
@@ -118,8 +134,10 @@ class MetricsWriter:
                 self._ensure_database()
             due = len(self.buffer)
             while due > 0 and self.buffer and self.database_ready:
-                batch = [self.buffer.popleft()
-                         for _ in range(min(self.batch_size, due, len(self.buffer)))]
+                batch = [
+                    self.buffer.popleft()
+                    for _ in range(min(self.batch_size, due, len(self.buffer)))
+                ]
                 due -= len(batch)
                 try:
                     self.client.write_lines(batch)
@@ -188,13 +206,16 @@ def default_every(since_seconds: int) -> int:
     return max(60, -(-since_seconds // 300 // 60) * 60)
 
 
-def query_series(client: InfluxClient, *, node_id: str, since_seconds: int,
-                 every_seconds: int) -> dict[str, Any]:
+def query_series(
+    client: InfluxClient, *, node_id: str, since_seconds: int, every_seconds: int
+) -> dict[str, Any]:
     """Means per time bucket over the window: node-wide fields and per-GPU fields."""
     selects = ", ".join(f'mean("{name}") AS "{name}"' for name in NODE_FIELDS + GPU_FIELDS)
-    q = (f'SELECT {selects} FROM "{MEASUREMENT}" WHERE "node_id" = $node_id '
-         f"AND time > now() - {since_seconds}s AND time <= now() "
-         f'GROUP BY time({every_seconds}s), "gpu" fill(none)')
+    q = (
+        f'SELECT {selects} FROM "{MEASUREMENT}" WHERE "node_id" = $node_id '
+        f"AND time > now() - {since_seconds}s AND time <= now() "
+        f'GROUP BY time({every_seconds}s), "gpu" fill(none)'
+    )
     try:
         body = client.query(q, params={"node_id": node_id})
     except InfluxError as exc:
@@ -211,16 +232,17 @@ def query_series(client: InfluxClient, *, node_id: str, since_seconds: int,
             points = []
             for row in series["values"]:
                 values = dict(zip(columns, row, strict=True))
-                point: dict[str, Any] = {
-                    "time": datetime.fromtimestamp(values["time"] / 1000, UTC)}
+                point: dict[str, Any] = {"time": datetime.fromtimestamp(values["time"] / 1000, UTC)}
                 point.update({name: values.get(name) for name in wanted})
                 points.append(point)
             if gpu:
                 gpus[int(gpu)] = points
             else:
                 node_points = points
-    return {"node": node_points,
-            "gpus": [{"index": index, "points": gpus[index]} for index in sorted(gpus)]}
+    return {
+        "node": node_points,
+        "gpus": [{"index": index, "points": gpus[index]} for index in sorted(gpus)],
+    }
 
 
 _reader: InfluxClient | None = None

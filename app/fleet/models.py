@@ -41,15 +41,21 @@ class HostNode(Base):
     specs: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
     pricing: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
     location: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
-    status: Mapped[NodeStatus] = mapped_column(pg_enum(NodeStatus, "node_status"), nullable=False,
-                                               default=NodeStatus.OFFLINE,
-                                               server_default=NodeStatus.OFFLINE.value)
-    maintenance: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False,
-                                              server_default=text("false"))
-    draining: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False,
-                                           server_default=text("false"))
-    verified: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False,
-                                           server_default=text("false"))
+    status: Mapped[NodeStatus] = mapped_column(
+        pg_enum(NodeStatus, "node_status"),
+        nullable=False,
+        default=NodeStatus.OFFLINE,
+        server_default=NodeStatus.OFFLINE.value,
+    )
+    maintenance: Mapped[bool] = mapped_column(
+        Boolean, nullable=False, default=False, server_default=text("false")
+    )
+    draining: Mapped[bool] = mapped_column(
+        Boolean, nullable=False, default=False, server_default=text("false")
+    )
+    verified: Mapped[bool] = mapped_column(
+        Boolean, nullable=False, default=False, server_default=text("false")
+    )
     detected_specs: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     last_seen_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     status_changed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -58,25 +64,40 @@ class HostNode(Base):
 
     # Generated, indexed search columns (see migrations and marketplace.service).
     gpu_model: Mapped[str] = mapped_column(Text, Computed("(specs->>'gpu_model')", persisted=True))
-    gpu_count: Mapped[int] = mapped_column(Integer, Computed("((specs->>'gpu_count')::integer)", persisted=True))
+    gpu_count: Mapped[int] = mapped_column(
+        Integer, Computed("((specs->>'gpu_count')::integer)", persisted=True)
+    )
     gpu_vram_gb: Mapped[Decimal] = mapped_column(
-        Numeric(10, 2), Computed("((specs->>'gpu_vram_gb')::numeric(10,2))", persisted=True))
+        Numeric(10, 2), Computed("((specs->>'gpu_vram_gb')::numeric(10,2))", persisted=True)
+    )
     tflops: Mapped[Decimal] = mapped_column(
-        Numeric(12, 2), Computed("((specs->>'tflops')::numeric(12,2))", persisted=True))
-    cpu_cores: Mapped[int] = mapped_column(Integer, Computed("((specs->>'cpu_cores')::integer)", persisted=True))
+        Numeric(12, 2), Computed("((specs->>'tflops')::numeric(12,2))", persisted=True)
+    )
+    cpu_cores: Mapped[int] = mapped_column(
+        Integer, Computed("((specs->>'cpu_cores')::integer)", persisted=True)
+    )
     ram_gb: Mapped[Decimal] = mapped_column(
-        Numeric(10, 2), Computed("((specs->>'ram_gb')::numeric(10,2))", persisted=True))
+        Numeric(10, 2), Computed("((specs->>'ram_gb')::numeric(10,2))", persisted=True)
+    )
     disk_gb: Mapped[Decimal] = mapped_column(
-        Numeric(12, 2), Computed("((specs->>'disk_gb')::numeric(12,2))", persisted=True))
+        Numeric(12, 2), Computed("((specs->>'disk_gb')::numeric(12,2))", persisted=True)
+    )
     hourly_rate: Mapped[Decimal] = mapped_column(
-        Numeric(18, 4), Computed("((pricing->>'hourly_rate')::numeric(18,4))", persisted=True))
+        Numeric(18, 4), Computed("((pricing->>'hourly_rate')::numeric(18,4))", persisted=True)
+    )
     auto_match_market: Mapped[bool] = mapped_column(
-        Boolean, Computed("(coalesce((pricing->>'auto_match_market')::boolean, false))", persisted=True))
-    country: Mapped[str] = mapped_column(String(2), Computed("(upper(location->>'country'))", persisted=True))
+        Boolean,
+        Computed("(coalesce((pricing->>'auto_match_market')::boolean, false))", persisted=True),
+    )
+    country: Mapped[str] = mapped_column(
+        String(2), Computed("(upper(location->>'country'))", persisted=True)
+    )
     lat: Mapped[float | None] = mapped_column(
-        Numeric(9, 6), Computed("((location->>'lat')::numeric(9,6))", persisted=True))
+        Numeric(9, 6), Computed("((location->>'lat')::numeric(9,6))", persisted=True)
+    )
     lng: Mapped[float | None] = mapped_column(
-        Numeric(9, 6), Computed("((location->>'lng')::numeric(9,6))", persisted=True))
+        Numeric(9, 6), Computed("((location->>'lng')::numeric(9,6))", persisted=True)
+    )
 
 
 class NodeApiKey(Base):
@@ -86,8 +107,11 @@ class NodeApiKey(Base):
 
     id: Mapped[uuid.UUID] = uuid_pk()
     node_id: Mapped[uuid.UUID] = mapped_column(
-        UUID(as_uuid=True), ForeignKey("host_nodes.id", ondelete="CASCADE"), nullable=False,
-        index=True)
+        UUID(as_uuid=True),
+        ForeignKey("host_nodes.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    )
     prefix: Mapped[str] = mapped_column(String(16), nullable=False, unique=True)
     key_hash: Mapped[str] = mapped_column(String(64), nullable=False)
     created_at: Mapped[datetime] = created_at_column()
@@ -102,8 +126,10 @@ class NodeStatusEvent(Base):
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     node_id: Mapped[uuid.UUID] = mapped_column(
-        UUID(as_uuid=True), ForeignKey("host_nodes.id", ondelete="CASCADE"), nullable=False)
+        UUID(as_uuid=True), ForeignKey("host_nodes.id", ondelete="CASCADE"), nullable=False
+    )
     status: Mapped[NodeStatus] = mapped_column(pg_enum(NodeStatus, "node_status"), nullable=False)
-    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False,
-                                         server_default=text("now()"))
+    at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=text("now()")
+    )
     reason: Mapped[str | None] = mapped_column(Text)

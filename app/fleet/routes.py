@@ -87,8 +87,11 @@ class NodeApiKey(MethodView):
         key = service.rotate_key(session, owner=current_user(), node_id=node_id)
         session.commit()
         _disconnect_agent(node_id)
-        return {"api_key": key.key, "prefix": key.record.prefix,
-                "created_at": key.record.created_at}
+        return {
+            "api_key": key.key,
+            "prefix": key.record.prefix,
+            "created_at": key.record.created_at,
+        }
 
 
 def _disconnect_agent(node_id: uuid.UUID) -> None:
@@ -96,8 +99,10 @@ def _disconnect_agent(node_id: uuid.UUID) -> None:
     try:
         disconnect_node(node_id)
     except redis.RedisError:
-        log.warning("could not close the agent connection after key rotation",
-                    extra={"node_id": str(node_id)})
+        log.warning(
+            "could not close the agent connection after key rotation",
+            extra={"node_id": str(node_id)},
+        )
 
 
 @blp.route("/nodes/<uuid:node_id>/drain")
@@ -115,8 +120,10 @@ class NodeDrain(MethodView):
             send_to_node(node.id, "drain_node", {"node_id": str(node.id)})
         except redis.RedisError:
             # The node is hidden from offers already; asking again sends the command again.
-            raise ServiceUnavailable("The node is draining, but its agent could not be told "
-                                     "yet; try again.", headers={"Retry-After": "5"}) from None
+            raise ServiceUnavailable(
+                "The node is draining, but its agent could not be told yet; try again.",
+                headers={"Retry-After": "5"},
+            ) from None
         return node
 
 
@@ -130,13 +137,18 @@ class NodeMetrics(MethodView):
     def get(self, args, node_id: uuid.UUID):
         """Show the node's heartbeat metrics, averaged per time bucket."""
         user = current_user()
-        node = service.node_for_metrics(db_session(), user=user, admin=is_admin(user),
-                                        node_id=node_id)
+        node = service.node_for_metrics(
+            db_session(), user=user, admin=is_admin(user), node_id=node_id
+        )
         try:
-            series = query_series(reader(), node_id=str(node.id),
-                                  since_seconds=args["since_seconds"],
-                                  every_seconds=args["every_seconds"])
+            series = query_series(
+                reader(),
+                node_id=str(node.id),
+                since_seconds=args["since_seconds"],
+                every_seconds=args["every_seconds"],
+            )
         except InfluxError:
-            raise ServiceUnavailable("The metrics store is unavailable; try again.",
-                                     headers={"Retry-After": "10"}) from None
+            raise ServiceUnavailable(
+                "The metrics store is unavailable; try again.", headers={"Retry-After": "10"}
+            ) from None
         return {"node_id": node.id, "since": args["since"], "every": args["every"], **series}

@@ -21,15 +21,22 @@ _CUDA = re.compile(r"^\d{1,3}(\.\d{1,3}){0,2}$")
 class SpecsSchema(Schema):
     gpu_model = fields.String(required=True, validate=validate.Length(min=1, max=100))
     gpu_count = fields.Integer(required=True, strict=True, validate=validate.Range(min=0, max=64))
-    gpu_vram_gb = fields.Float(required=True, allow_nan=False,
-                               validate=validate.Range(min=0, max=4096))
+    gpu_vram_gb = fields.Float(
+        required=True, allow_nan=False, validate=validate.Range(min=0, max=4096)
+    )
     tflops = fields.Float(required=True, allow_nan=False, validate=validate.Range(min=0, max=1e6))
     cpu_cores = fields.Integer(required=True, strict=True, validate=validate.Range(min=1, max=4096))
-    ram_gb = fields.Float(required=True, allow_nan=False,
-                          validate=validate.Range(min=0, max=65536, min_inclusive=False))
+    ram_gb = fields.Float(
+        required=True,
+        allow_nan=False,
+        validate=validate.Range(min=0, max=65536, min_inclusive=False),
+    )
     disk_gb = fields.Float(required=True, allow_nan=False, validate=validate.Range(min=0, max=1e7))
-    cuda_version = fields.String(load_default=None, allow_none=True,
-                                 validate=validate.Regexp(_CUDA, error="Expected a version like 12.4."))
+    cuda_version = fields.String(
+        load_default=None,
+        allow_none=True,
+        validate=validate.Regexp(_CUDA, error="Expected a version like 12.4."),
+    )
 
     @validates_schema
     def _gpus(self, data, **kwargs):
@@ -45,18 +52,34 @@ class PricingSchema(Schema):
     @validates_schema
     def _floor(self, data, **kwargs):
         floor = data.get("min_hourly_rate")
-        if floor is not None and data.get("hourly_rate") is not None and floor > data["hourly_rate"]:
+        if (
+            floor is not None
+            and data.get("hourly_rate") is not None
+            and floor > data["hourly_rate"]
+        ):
             raise ValidationError("Must not exceed hourly_rate.", "min_hourly_rate")
 
 
 class LocationSchema(Schema):
-    country = fields.String(required=True, validate=validate.Regexp(
-        _COUNTRY, error="Expected an ISO 3166 alpha-2 country code such as US."))
+    country = fields.String(
+        required=True,
+        validate=validate.Regexp(
+            _COUNTRY, error="Expected an ISO 3166 alpha-2 country code such as US."
+        ),
+    )
     city = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=100))
-    lat = fields.Float(load_default=None, allow_none=True, allow_nan=False,
-                       validate=validate.Range(min=-90, max=90))
-    lng = fields.Float(load_default=None, allow_none=True, allow_nan=False,
-                       validate=validate.Range(min=-180, max=180))
+    lat = fields.Float(
+        load_default=None,
+        allow_none=True,
+        allow_nan=False,
+        validate=validate.Range(min=-90, max=90),
+    )
+    lng = fields.Float(
+        load_default=None,
+        allow_none=True,
+        allow_nan=False,
+        validate=validate.Range(min=-180, max=180),
+    )
 
     @validates_schema
     def _pair(self, data, **kwargs):
@@ -80,14 +103,19 @@ class NodeUpdateSchema(Schema):
     name = fields.String(validate=validate.Length(min=1, max=100))
     pricing = fields.Nested(PricingSchema)
     location = fields.Nested(LocationSchema)
-    status = fields.String(validate=validate.OneOf(
-        ["online", "maintenance"],
-        error="Hosts can only switch a node between 'online' and 'maintenance'."))
+    status = fields.String(
+        validate=validate.OneOf(
+            ["online", "maintenance"],
+            error="Hosts can only switch a node between 'online' and 'maintenance'.",
+        )
+    )
 
     @validates_schema
     def _not_empty(self, data, **kwargs):
         if not data:
-            raise ValidationError("Give at least one of name, pricing, location, status.", "_schema")
+            raise ValidationError(
+                "Give at least one of name, pricing, location, status.", "_schema"
+            )
 
 
 class NodeSchema(Schema):
@@ -123,27 +151,35 @@ class NodeListSchema(Schema):
 
 
 class NodeMetricsArgsSchema(Schema):
-    since = fields.String(load_default="1h", metadata={
-        "description": "How far back: a whole number and s, m, h, d or w (at most 90d)."})
-    every = fields.String(load_default=None, metadata={
-        "description": "Bucket width, same form (at least 5s; at most 1000 buckets). "
-                       "Default: about 300 buckets, at least 1m."})
+    since = fields.String(
+        load_default="1h",
+        metadata={"description": "How far back: a whole number and s, m, h, d or w (at most 90d)."},
+    )
+    every = fields.String(
+        load_default=None,
+        metadata={
+            "description": "Bucket width, same form (at least 5s; at most 1000 buckets). "
+            "Default: about 300 buckets, at least 1m."
+        },
+    )
 
     @validates_schema
     def _window(self, data, **kwargs):
         try:
             since = parse_duration(data["since"])
         except ValueError:
-            raise ValidationError("Expected a duration such as 90s, 15m, 1h, 7d or 2w.",
-                                  "since") from None
+            raise ValidationError(
+                "Expected a duration such as 90s, 15m, 1h, 7d or 2w.", "since"
+            ) from None
         if since > MAX_SINCE_SECONDS:
             raise ValidationError("At most 90d.", "since")
         if data.get("every") is not None:
             try:
                 every = parse_duration(data["every"])
             except ValueError:
-                raise ValidationError("Expected a duration such as 30s, 1m or 1h.",
-                                      "every") from None
+                raise ValidationError(
+                    "Expected a duration such as 30s, 1m or 1h.", "every"
+                ) from None
             if every < MIN_EVERY_SECONDS:
                 raise ValidationError(f"At least {MIN_EVERY_SECONDS}s.", "every")
             if every > since:
@@ -187,7 +223,11 @@ class NodeMetricsSchema(Schema):
     node_id = fields.UUID()
     since = fields.String()
     every = fields.String()
-    node = fields.List(fields.Nested(NodeMetricsNodePointSchema),
-                       metadata={"description": "Node-wide means per bucket, oldest first."})
-    gpus = fields.List(fields.Nested(NodeMetricsGpuSeriesSchema),
-                       metadata={"description": "Per-GPU means per bucket, by GPU index."})
+    node = fields.List(
+        fields.Nested(NodeMetricsNodePointSchema),
+        metadata={"description": "Node-wide means per bucket, oldest first."},
+    )
+    gpus = fields.List(
+        fields.Nested(NodeMetricsGpuSeriesSchema),
+        metadata={"description": "Per-GPU means per bucket, by GPU index."},
+    )

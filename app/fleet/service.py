@@ -20,8 +20,10 @@ from app.pagination import decode_cursor, encode_cursor
 
 
 def _pricing_json(pricing: dict[str, Any]) -> dict[str, Any]:
-    out = {"hourly_rate": to_wire(pricing["hourly_rate"]),
-           "auto_match_market": bool(pricing.get("auto_match_market", False))}
+    out = {
+        "hourly_rate": to_wire(pricing["hourly_rate"]),
+        "auto_match_market": bool(pricing.get("auto_match_market", False)),
+    }
     if pricing.get("min_hourly_rate") is not None:
         out["min_hourly_rate"] = to_wire(pricing["min_hourly_rate"])
     return out
@@ -35,8 +37,15 @@ def _specs_json(specs: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in specs.items() if v is not None}
 
 
-def register_node(session: Session, *, owner: User, name: str | None, specs: dict[str, Any],
-                  pricing: dict[str, Any], location: dict[str, Any]) -> tuple[HostNode, NewKey]:
+def register_node(
+    session: Session,
+    *,
+    owner: User,
+    name: str | None,
+    specs: dict[str, Any],
+    pricing: dict[str, Any],
+    location: dict[str, Any],
+) -> tuple[HostNode, NewKey]:
     node = HostNode(
         owner_id=owner.id,
         name=name or f"{specs['gpu_count']}x {specs['gpu_model']}",
@@ -52,8 +61,9 @@ def register_node(session: Session, *, owner: User, name: str | None, specs: dic
     return node, key
 
 
-def get_owned_node(session: Session, *, owner: User, node_id: uuid.UUID,
-                   lock: bool = False) -> HostNode:
+def get_owned_node(
+    session: Session, *, owner: User, node_id: uuid.UUID, lock: bool = False
+) -> HostNode:
     """The node when `owner` owns it; 404 otherwise (never reveal another host's node)."""
     query = select(HostNode).where(HostNode.id == node_id, HostNode.owner_id == owner.id)
     if lock:
@@ -64,8 +74,9 @@ def get_owned_node(session: Session, *, owner: User, node_id: uuid.UUID,
     return node
 
 
-def list_nodes(session: Session, *, owner: User, limit: int,
-               cursor: str | None) -> tuple[list[HostNode], str | None]:
+def list_nodes(
+    session: Session, *, owner: User, limit: int, cursor: str | None
+) -> tuple[list[HostNode], str | None]:
     query = select(HostNode).where(HostNode.owner_id == owner.id)
     after = decode_cursor(cursor, (str, str))
     if after is not None:
@@ -74,13 +85,17 @@ def list_nodes(session: Session, *, owner: User, limit: int,
         except ValueError:
             from app.errors import ValidationFailed
 
-            raise ValidationFailed("The cursor is not valid.",
-                                   errors={"cursor": ["Invalid cursor."]}) from None
+            raise ValidationFailed(
+                "The cursor is not valid.", errors={"cursor": ["Invalid cursor."]}
+            ) from None
         query = query.where(
-            tuple_(HostNode.created_at, HostNode.id) < tuple_(_parse_time(after[0]), after_id))
-    rows = list(session.execute(
-        query.order_by(HostNode.created_at.desc(), HostNode.id.desc()).limit(limit + 1)
-    ).scalars())
+            tuple_(HostNode.created_at, HostNode.id) < tuple_(_parse_time(after[0]), after_id)
+        )
+    rows = list(
+        session.execute(
+            query.order_by(HostNode.created_at.desc(), HostNode.id.desc()).limit(limit + 1)
+        ).scalars()
+    )
     next_cursor = None
     if len(rows) > limit:
         rows = rows[:limit]
@@ -97,12 +112,14 @@ def _parse_time(value: str):  # type: ignore[no-untyped-def]
     try:
         return datetime.fromisoformat(value)
     except ValueError:
-        raise ValidationFailed("The cursor is not valid.",
-                               errors={"cursor": ["Invalid cursor."]}) from None
+        raise ValidationFailed(
+            "The cursor is not valid.", errors={"cursor": ["Invalid cursor."]}
+        ) from None
 
 
-def update_node(session: Session, *, owner: User, node_id: uuid.UUID,
-                changes: dict[str, Any]) -> HostNode:
+def update_node(
+    session: Session, *, owner: User, node_id: uuid.UUID, changes: dict[str, Any]
+) -> HostNode:
     node = get_owned_node(session, owner=owner, node_id=node_id, lock=True)
     if "name" in changes:
         node.name = changes["name"]
@@ -121,7 +138,9 @@ def update_node(session: Session, *, owner: User, node_id: uuid.UUID,
 def set_maintenance(session: Session, node: HostNode, on: bool) -> None:
     if on:
         if node.status == NodeStatus.BUSY:
-            raise Conflict("The node has a running rental; drain it and wait for the rental to end.")
+            raise Conflict(
+                "The node has a running rental; drain it and wait for the rental to end."
+            )
         node.maintenance = True
         if node.status != NodeStatus.OFFLINE:
             transition_node(session, node, NodeStatus.MAINTENANCE, reason="host maintenance")
@@ -130,8 +149,12 @@ def set_maintenance(session: Session, node: HostNode, on: bool) -> None:
         if node.status == NodeStatus.MAINTENANCE:
             # Back to service: online only if the agent is still heard from.
             online = node.last_seen_at is not None and _recently_seen(node)
-            transition_node(session, node, NodeStatus.ONLINE if online else NodeStatus.OFFLINE,
-                            reason="host ended maintenance")
+            transition_node(
+                session,
+                node,
+                NodeStatus.ONLINE if online else NodeStatus.OFFLINE,
+                reason="host ended maintenance",
+            )
 
 
 def _recently_seen(node: HostNode) -> bool:
@@ -161,8 +184,7 @@ def drain_node(session: Session, *, owner: User, node_id: uuid.UUID) -> HostNode
     return node
 
 
-def node_for_metrics(session: Session, *, user: User, admin: bool, node_id: uuid.UUID
-                     ) -> HostNode:
+def node_for_metrics(session: Session, *, user: User, admin: bool, node_id: uuid.UUID) -> HostNode:
     """The node when `user` owns it or is an admin; 404 otherwise."""
     if not admin:
         return get_owned_node(session, owner=user, node_id=node_id)

@@ -9,8 +9,12 @@ from app.enums import NodeStatus
 from app.errors import InvalidTransition
 from app.fleet.models import HostNode, NodeStatusEvent
 
-ONLINE, OFFLINE, BUSY, MAINTENANCE = (NodeStatus.ONLINE, NodeStatus.OFFLINE, NodeStatus.BUSY,
-                                      NodeStatus.MAINTENANCE)
+ONLINE, OFFLINE, BUSY, MAINTENANCE = (
+    NodeStatus.ONLINE,
+    NodeStatus.OFFLINE,
+    NodeStatus.BUSY,
+    NodeStatus.MAINTENANCE,
+)
 
 NODE_TRANSITIONS: dict[NodeStatus, frozenset[NodeStatus]] = {
     OFFLINE: frozenset({ONLINE, MAINTENANCE, BUSY}),
@@ -20,8 +24,9 @@ NODE_TRANSITIONS: dict[NodeStatus, frozenset[NodeStatus]] = {
 }
 
 
-def transition_node(session: Session, node: HostNode, new: NodeStatus, *,
-                    reason: str | None = None) -> bool:
+def transition_node(
+    session: Session, node: HostNode, new: NodeStatus, *, reason: str | None = None
+) -> bool:
     """Move `node` to `new` (the caller holds its row lock); record it in the history.
 
     Returns False when the node already has that status (redelivered events change nothing).

@@ -24,7 +24,8 @@ class NodeReliability(Base):
     __table_args__ = (CheckConstraint("reliability >= 0 AND reliability <= 1", name="fraction"),)
 
     node_id: Mapped[uuid.UUID] = mapped_column(
-        UUID(as_uuid=True), ForeignKey("host_nodes.id", ondelete="CASCADE"), primary_key=True)
+        UUID(as_uuid=True), ForeignKey("host_nodes.id", ondelete="CASCADE"), primary_key=True
+    )
     reliability: Mapped[Decimal] = mapped_column(Numeric(5, 4), nullable=False)
     computed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
 
@@ -33,16 +34,34 @@ class NodeReliability(Base):
 # predicate, so they hold only what a search can return, in the order it sorts.
 OFFER_INDEX_WHERE = text("status = 'online' AND NOT draining AND NOT maintenance")
 OFFER_INDEXES = (
-    Index("ix_offers_price", HostNode.hourly_rate, HostNode.id,
-          postgresql_where=OFFER_INDEX_WHERE),
+    Index("ix_offers_price", HostNode.hourly_rate, HostNode.id, postgresql_where=OFFER_INDEX_WHERE),
     Index("ix_offers_tflops", HostNode.tflops, HostNode.id, postgresql_where=OFFER_INDEX_WHERE),
-    Index("ix_offers_value", (HostNode.tflops / func.nullif(HostNode.hourly_rate, 0)),
-          HostNode.id, postgresql_where=OFFER_INDEX_WHERE),
-    Index("ix_offers_country_price", HostNode.country, HostNode.hourly_rate, HostNode.id,
-          postgresql_where=OFFER_INDEX_WHERE),
-    Index("ix_offers_lat_lng", HostNode.lat, HostNode.lng,
-          postgresql_where=text("status = 'online' AND NOT draining AND NOT maintenance "
-                                "AND lat IS NOT NULL")),
-    Index("ix_offers_gpu_model_trgm", HostNode.gpu_model, postgresql_using="gin",
-          postgresql_ops={"gpu_model": "gin_trgm_ops"}, postgresql_where=OFFER_INDEX_WHERE),
+    Index(
+        "ix_offers_value",
+        (HostNode.tflops / func.nullif(HostNode.hourly_rate, 0)),
+        HostNode.id,
+        postgresql_where=OFFER_INDEX_WHERE,
+    ),
+    Index(
+        "ix_offers_country_price",
+        HostNode.country,
+        HostNode.hourly_rate,
+        HostNode.id,
+        postgresql_where=OFFER_INDEX_WHERE,
+    ),
+    Index(
+        "ix_offers_lat_lng",
+        HostNode.lat,
+        HostNode.lng,
+        postgresql_where=text(
+            "status = 'online' AND NOT draining AND NOT maintenance AND lat IS NOT NULL"
+        ),
+    ),
+    Index(
+        "ix_offers_gpu_model_trgm",
+        HostNode.gpu_model,
+        postgresql_using="gin",
+        postgresql_ops={"gpu_model": "gin_trgm_ops"},
+        postgresql_where=OFFER_INDEX_WHERE,
+    ),
 )

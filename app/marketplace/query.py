@@ -125,8 +125,11 @@ def _tokenize(text: str) -> list[_Token]:
                 j += 1
             op = "=" if text[i:j] == "==" else text[i:j]
             if op not in COMPARISONS:
-                raise QueryError(f"Unknown operator '{text[i:j]}' at position {i + 1}; "
-                                 f"use one of {' '.join(OPERATORS)}.", _around(text, i, j))
+                raise QueryError(
+                    f"Unknown operator '{text[i:j]}' at position {i + 1}; "
+                    f"use one of {' '.join(OPERATORS)}.",
+                    _around(text, i, j),
+                )
             tokens.append(_Token("op", op, i, j))
             i = j
         elif ch in "\"'":
@@ -160,8 +163,10 @@ def _read_quoted(text: str, start: int) -> tuple[str, int]:
         else:
             out.append(ch)
             i += 1
-    raise QueryError(f"Unterminated quoted value starting at position {start + 1}.",
-                     _around(text, start, len(text)))
+    raise QueryError(
+        f"Unterminated quoted value starting at position {start + 1}.",
+        _around(text, start, len(text)),
+    )
 
 
 def _read_list(text: str, start: int) -> tuple[tuple[tuple[str, str], ...], int]:
@@ -184,8 +189,7 @@ def _read_list(text: str, start: int) -> tuple[tuple[tuple[str, str], ...], int]
             expect_item = True
             i += 1
         elif not expect_item:
-            raise QueryError("List items must be separated by commas.",
-                             _around(text, start, i + 1))
+            raise QueryError("List items must be separated by commas.", _around(text, start, i + 1))
         elif ch in "\"'":
             value, i = _read_quoted(text, i)
             items.append(("string", value))
@@ -200,10 +204,10 @@ def _read_list(text: str, start: int) -> tuple[tuple[tuple[str, str], ...], int]
             i = j
             expect_item = False
         if len(items) > MAX_LIST_ITEMS:
-            raise QueryError(f"A list may hold at most {MAX_LIST_ITEMS} items.",
-                             text[start:i])
-    raise QueryError(f"Unterminated list starting at position {start + 1}; close it with ']'.",
-                     text[start:])
+            raise QueryError(f"A list may hold at most {MAX_LIST_ITEMS} items.", text[start:i])
+    raise QueryError(
+        f"Unterminated list starting at position {start + 1}; close it with ']'.", text[start:]
+    )
 
 
 def _around(text: str, start: int, end: int) -> str:
@@ -229,26 +233,34 @@ def parse_query(text: str) -> list[Term]:
     while i < len(tokens):
         first = tokens[i]
         if first.kind != "word":
-            raise QueryError(f"Expected a field name at position {first.start + 1}.",
-                             _around(text, first.start, first.end))
+            raise QueryError(
+                f"Expected a field name at position {first.start + 1}.",
+                _around(text, first.start, first.end),
+            )
         if i + 1 >= len(tokens):
-            raise QueryError(f"Term '{first.value}' is incomplete: expected field op value "
-                             "(quote values that contain spaces).", first.value)
+            raise QueryError(
+                f"Term '{first.value}' is incomplete: expected field op value "
+                "(quote values that contain spaces).",
+                first.value,
+            )
         op_token = tokens[i + 1]
         if op_token.kind == "op":
             op = op_token.value
         elif op_token.kind == "word" and op_token.value.lower() == "in":
             op = "in"
         else:
-            raise QueryError(f"Term '{first.value}' has no operator: expected field op value "
-                             "(quote values that contain spaces).",
-                             text[first.start:op_token.end])
+            raise QueryError(
+                f"Term '{first.value}' has no operator: expected field op value "
+                "(quote values that contain spaces).",
+                text[first.start : op_token.end],
+            )
         if i + 2 >= len(tokens) or tokens[i + 2].kind == "op":
             end = op_token.end if i + 2 >= len(tokens) else tokens[i + 2].end
-            raise QueryError(f"Term '{text[first.start:end]}' has no value.",
-                             text[first.start:end])
+            raise QueryError(
+                f"Term '{text[first.start : end]}' has no value.", text[first.start : end]
+            )
         value_token = tokens[i + 2]
-        term_text = text[first.start:value_token.end]
+        term_text = text[first.start : value_token.end]
         terms.append(_make_term(first.value, op, value_token, term_text))
         if len(terms) > MAX_TERMS:
             raise QueryError(f"A query may hold at most {MAX_TERMS} terms.")
@@ -260,16 +272,22 @@ def _make_term(name: str, op: str, token: _Token, term_text: str) -> Term:
     field = name.lower()
     spec = FIELDS.get(field)
     if spec is None:
-        raise QueryError(f"Unknown field '{name}' in '{term_text}'; known fields: "
-                         f"{', '.join(FIELDS)}.", term_text)
+        raise QueryError(
+            f"Unknown field '{name}' in '{term_text}'; known fields: {', '.join(FIELDS)}.",
+            term_text,
+        )
     if op not in spec.ops:
-        raise QueryError(f"Operator '{op}' does not apply to {field} in '{term_text}'; "
-                         f"use one of {' '.join(spec.ops)}.", term_text)
+        raise QueryError(
+            f"Operator '{op}' does not apply to {field} in '{term_text}'; "
+            f"use one of {' '.join(spec.ops)}.",
+            term_text,
+        )
     if op == "in":
         if token.kind != "list":
             raise QueryError(f"'in' takes a list such as [a,b] in '{term_text}'.", term_text)
-        values = tuple(dict.fromkeys(_convert(field, spec, raw, term_text)
-                                     for _, raw in token.value))
+        values = tuple(
+            dict.fromkeys(_convert(field, spec, raw, term_text) for _, raw in token.value)
+        )
         return Term(field, op, values)
     if token.kind == "list":
         raise QueryError(f"A list needs the 'in' operator in '{term_text}'.", term_text)
@@ -278,17 +296,25 @@ def _make_term(name: str, op: str, token: _Token, term_text: str) -> Term:
 
 def _convert(field: str, spec: FieldSpec, raw: str, term_text: str) -> Any:
     converters: dict[str, Callable[[str], Any]] = {
-        "int": _to_int, "decimal": _to_decimal, "text": _to_text, "country": _to_country,
+        "int": _to_int,
+        "decimal": _to_decimal,
+        "text": _to_text,
+        "country": _to_country,
         "bool": _to_bool,
     }
     try:
         value = converters[spec.kind](raw)
     except (ValueError, InvalidOperation):
-        raise QueryError(f"Bad value '{raw}' for {field} in '{term_text}': expected "
-                         f"{_EXPECTED[spec.kind]}.", term_text) from None
+        raise QueryError(
+            f"Bad value '{raw}' for {field} in '{term_text}': expected {_EXPECTED[spec.kind]}.",
+            term_text,
+        ) from None
     if spec.low is not None and spec.high is not None and not spec.low <= value <= spec.high:
-        raise QueryError(f"Value {raw} for {field} in '{term_text}' is out of range "
-                         f"({spec.low} to {spec.high}).", term_text)
+        raise QueryError(
+            f"Value {raw} for {field} in '{term_text}' is out of range "
+            f"({spec.low} to {spec.high}).",
+            term_text,
+        )
     return value
 
 

@@ -25,8 +25,9 @@ class Offers(MethodView):
     def get(self, args):
         """Search the nodes available to rent now."""
         settings = current_app.config["DC_SETTINGS"]
-        page = service.search_offers_json(args=args, redis_client=get_redis(),
-                                          ttl_seconds=settings.search_cache_ttl_seconds)
+        page = service.search_offers_json(
+            args=args, redis_client=get_redis(), ttl_seconds=settings.search_cache_ttl_seconds
+        )
         # Serialized by the service (and cached as text); the schema above documents it.
         response = Response(page.body, status=200, mimetype="application/json")
         if page.store is not None:

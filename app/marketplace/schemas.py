@@ -24,8 +24,9 @@ _COUNTRY = re.compile(r"^[A-Za-z]{2}$", re.ASCII)
 
 
 def _decimal(low: int, high: int) -> fields.Decimal:
-    return fields.Decimal(load_default=None, allow_nan=False,
-                          validate=validate.Range(min=low, max=high))
+    return fields.Decimal(
+        load_default=None, allow_nan=False, validate=validate.Range(min=low, max=high)
+    )
 
 
 def _integer(low: int, high: int) -> fields.Integer:
@@ -61,10 +62,14 @@ class OfferQueryArgsSchema(PageArgsSchema):
     class Meta:
         unknown = RAISE
 
-    gpu_model = fields.String(load_default=None, validate=[
-        validate.Length(min=1, max=100),
-        validate.Predicate("isprintable", error="Must be printable text.")],
-        metadata={"description": "Case-insensitive, partial match."})
+    gpu_model = fields.String(
+        load_default=None,
+        validate=[
+            validate.Length(min=1, max=100),
+            validate.Predicate("isprintable", error="Must be printable text."),
+        ],
+        metadata={"description": "Case-insensitive, partial match."},
+    )
     min_gpu_count = _integer(0, 64)
     min_vram_gb = _decimal(0, 4096)
     min_tflops = _decimal(0, 1_000_000)
@@ -73,15 +78,27 @@ class OfferQueryArgsSchema(PageArgsSchema):
     min_disk_gb = _decimal(0, 10_000_000)
     min_price = _decimal(0, 1_000_000_000)
     max_price = _decimal(0, 1_000_000_000)
-    country = fields.String(load_default=None, validate=validate.Regexp(
-        _COUNTRY, error="Expected an ISO 3166 alpha-2 country code such as US."))
+    country = fields.String(
+        load_default=None,
+        validate=validate.Regexp(
+            _COUNTRY, error="Expected an ISO 3166 alpha-2 country code such as US."
+        ),
+    )
     near = LatLng(load_default=None, metadata={"description": "`<lat>,<lng>`, e.g. 52.52,13.40"})
-    max_distance_km = fields.Float(load_default=None, allow_nan=False, validate=validate.Range(
-        min=0, max=MAX_DISTANCE_KM, min_inclusive=False))
+    max_distance_km = fields.Float(
+        load_default=None,
+        allow_nan=False,
+        validate=validate.Range(min=0, max=MAX_DISTANCE_KM, min_inclusive=False),
+    )
     verified = fields.Boolean(load_default=None)
-    q = fields.String(load_default=None, validate=validate.Length(max=MAX_QUERY_LENGTH),
-                      metadata={"description": "Terms `field op value` separated by spaces, e.g. "
-                                               "`gpu_vram_gb>=24 country in [US,CA]`."})
+    q = fields.String(
+        load_default=None,
+        validate=validate.Length(max=MAX_QUERY_LENGTH),
+        metadata={
+            "description": "Terms `field op value` separated by spaces, e.g. "
+            "`gpu_vram_gb>=24 country in [US,CA]`."
+        },
+    )
     sort = fields.String(load_default="relevance", validate=validate.OneOf(SORTS))
 
     @validates_schema
@@ -117,12 +134,17 @@ class OfferSchema(Schema):
     disk_gb = fields.Float()
     hourly_rate = fields.String(metadata={"description": "Decimal string, 4 places."})
     location = fields.Nested(OfferLocationSchema)
-    distance_km = fields.Float(metadata={"description": "Only when near is given; null when "
-                                                        "the node has no coordinates."},
-                               allow_none=True)
+    distance_km = fields.Float(
+        metadata={"description": "Only when near is given; null when the node has no coordinates."},
+        allow_none=True,
+    )
     verified = fields.Boolean()
-    reliability = fields.Float(allow_none=True, metadata={
-        "description": "Uptime fraction over the last 7 days; null until first measured."})
+    reliability = fields.Float(
+        allow_none=True,
+        metadata={
+            "description": "Uptime fraction over the last 7 days; null until first measured."
+        },
+    )
 
 
 class OfferListSchema(Schema):

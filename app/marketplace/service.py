@@ -103,11 +103,15 @@ def _distance_sql(sql: _Sql, lat: float, lng: float) -> str:
     lng_r = sql.param(math.radians(lng), "::float8")
     cos_lat = sql.param(math.cos(math.radians(lat)), "::float8")
     node_lat = "radians(n.lat::float8)"
-    half = (f"power(sin(({node_lat} - {lat_r}) / 2), 2) + {cos_lat} * cos({node_lat})"
-            f" * power(sin((radians(n.lng::float8) - {lng_r}) / 2), 2)")
+    half = (
+        f"power(sin(({node_lat} - {lat_r}) / 2), 2) + {cos_lat} * cos({node_lat})"
+        f" * power(sin((radians(n.lng::float8) - {lng_r}) / 2), 2)"
+    )
     # least() clamps rounding errors above 1 for asin; it ignores NULLs, hence the CASE.
-    return (f"(CASE WHEN n.lat IS NULL THEN NULL ELSE "
-            f"{2 * EARTH_RADIUS_KM!r} * asin(least(1.0::float8, sqrt({half}))) END)")
+    return (
+        f"(CASE WHEN n.lat IS NULL THEN NULL ELSE "
+        f"{2 * EARTH_RADIUS_KM!r} * asin(least(1.0::float8, sqrt({half}))) END)"
+    )
 
 
 def _degrees(value: float, rounding: str) -> Decimal:
@@ -119,8 +123,10 @@ def _bounding_box(sql: _Sql, lat: float, lng: float, km: float) -> str:
     """A lat/lng box that contains the circle of `km` around the point (an index prefilter)."""
     dlat = km / KM_PER_DEGREE
     low_lat, high_lat = lat - dlat, lat + dlat
-    box = (f"n.lat >= {sql.param(_degrees(max(low_lat, -90.0), ROUND_FLOOR))} AND "
-           f"n.lat <= {sql.param(_degrees(min(high_lat, 90.0), ROUND_CEILING))}")
+    box = (
+        f"n.lat >= {sql.param(_degrees(max(low_lat, -90.0), ROUND_FLOOR))} AND "
+        f"n.lat <= {sql.param(_degrees(min(high_lat, 90.0), ROUND_CEILING))}"
+    )
     ratio = math.sin(km / EARTH_RADIUS_KM) / max(math.cos(math.radians(lat)), 1e-12)
     if low_lat <= -90 or high_lat >= 90 or km / EARTH_RADIUS_KM >= math.pi / 2 or ratio >= 1:
         return box  # a pole is inside, or the circle spans every longitude
@@ -157,7 +163,8 @@ def _term_sql(sql: _Sql, term: Term) -> str:
 def _filters(sql: _Sql, args: dict[str, Any], terms: list[Term], distance: str | None) -> None:
     if args.get("gpu_model"):
         sql.where.append(
-            f"n.gpu_model ILIKE {sql.param(_like_contains(args['gpu_model']))} ESCAPE '\\'")
+            f"n.gpu_model ILIKE {sql.param(_like_contains(args['gpu_model']))} ESCAPE '\\'"
+        )
     for name, column in MINIMUMS.items():
         if args.get(name) is not None:
             sql.where.append(f"{column} >= {sql.param(args[name])}")
@@ -231,8 +238,12 @@ def _parse_key(mode: SortMode, values: list[Any]) -> list[Any]:
         if mode.name == "distance" and index == 0:
             if value is None:
                 out.append(math.inf)  # nodes without coordinates come last
-            elif (isinstance(value, (int, float)) and not isinstance(value, bool)
-                  and math.isfinite(value) and value >= 0):
+            elif (
+                isinstance(value, (int, float))
+                and not isinstance(value, bool)
+                and math.isfinite(value)
+                and value >= 0
+            ):
                 out.append(float(value))
             else:
                 raise ValidationFailed("The cursor is not valid.", errors=_INVALID_CURSOR)
@@ -256,8 +267,9 @@ def parse_terms(q: str | None) -> list[Term]:
         message = exc.message
         if exc.term and f"'{exc.term}'" not in message:
             message = f"{message} (in '{exc.term}')"
-        raise ValidationFailed(f"The query is not valid: {message}",
-                               errors={"q": [message]}) from None
+        raise ValidationFailed(
+            f"The query is not valid: {message}", errors={"q": [message]}
+        ) from None
 
 
 def _normalized(args: dict[str, Any], terms: list[Term]) -> dict[str, Any]:
@@ -312,23 +324,31 @@ def build_search(args: dict[str, Any], terms: list[Term]) -> Search:
     if after is not None:
         cursor_fingerprint, cursor_sort, key_values, last_id = after
         if cursor_fingerprint != fingerprint or cursor_sort != sort_name:
-            raise ValidationFailed("The cursor belongs to a different search.",
-                                   errors={"cursor": ["The cursor belongs to a different search; "
-                                                      "start again without it."]})
+            raise ValidationFailed(
+                "The cursor belongs to a different search.",
+                errors={
+                    "cursor": ["The cursor belongs to a different search; start again without it."]
+                },
+            )
         try:
             last = str(uuid.UUID(last_id))
         except ValueError:
             raise ValidationFailed("The cursor is not valid.", errors=_INVALID_CURSOR) from None
-        bound = [sql.param(v, cast) for v, cast in zip(_parse_key(mode, key_values),
-                                                       mode.key_casts, strict=True)]
+        bound = [
+            sql.param(v, cast)
+            for v, cast in zip(_parse_key(mode, key_values), mode.key_casts, strict=True)
+        ]
         bound.append(sql.param(last, "::uuid"))
         compare = "<" if mode.descending else ">"
         sql.where.append(f"({', '.join(keys)}) {compare} ({', '.join(bound)})")
 
     direction = " DESC" if mode.descending else ""
     sort_columns = [f"{k} AS sort_{i}" for i, k in enumerate(keys[:-1])]
-    join = ("JOIN node_reliability r ON r.node_id = n.id"
-            if any(t.field == "reliability" for t in terms) else "")
+    join = (
+        "JOIN node_reliability r ON r.node_id = n.id"
+        if any(t.field == "reliability" for t in terms)
+        else ""
+    )
     inner = (
         "SELECT n.id, n.gpu_model, n.gpu_count, n.gpu_vram_gb, n.tflops, n.cpu_cores, "
         "n.ram_gb, n.disk_gb, n.hourly_rate, n.country, n.location->>'city' AS city, "
@@ -365,8 +385,13 @@ def search_page(connection: Connection, *, args: dict[str, Any]) -> str:
         last = rows[-1]
         key = [_key_value(v) for v in last[1:-1]]
         next_cursor = encode_cursor([search.fingerprint, search.sort_name, key, str(last[-1])])
-    return ('{"items":[' + ",".join(row[0] for row in rows) + '],"next_cursor":'
-            + json.dumps(next_cursor) + "}")
+    return (
+        '{"items":['
+        + ",".join(row[0] for row in rows)
+        + '],"next_cursor":'
+        + json.dumps(next_cursor)
+        + "}"
+    )
 
 
 def search_offers(connection: Connection, *, args: dict[str, Any]) -> dict[str, Any]:
@@ -394,8 +419,13 @@ class CachedSearch:
     store: Callable[[], None] | None = None
 
 
-def search_offers_json(*, args: dict[str, Any], redis_client: redis.Redis,
-                       ttl_seconds: int, connection: Connection | None = None) -> CachedSearch:
+def search_offers_json(
+    *,
+    args: dict[str, Any],
+    redis_client: redis.Redis,
+    ttl_seconds: int,
+    connection: Connection | None = None,
+) -> CachedSearch:
     """The page from the cache when it is current for the offers version, else from the
     database (one autocommit statement: no BEGIN/ROLLBACK round trips for a read)."""
     key = cache_key(args)

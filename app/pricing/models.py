@@ -20,7 +20,8 @@ class PriceChange(Base):
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     node_id: Mapped[uuid.UUID] = mapped_column(
-        UUID(as_uuid=True), ForeignKey("host_nodes.id", ondelete="CASCADE"), nullable=False)
+        UUID(as_uuid=True), ForeignKey("host_nodes.id", ondelete="CASCADE"), nullable=False
+    )
     old_rate: Mapped[Decimal] = mapped_column(Numeric(18, 4), nullable=False)
     new_rate: Mapped[Decimal] = mapped_column(Numeric(18, 4), nullable=False)
     # "market" or "baseline": where the suggestion came from.
@@ -35,7 +36,11 @@ class PriceChange(Base):
 # Pricing's indexes on host_nodes (created by migration 0005): the market of one GPU model, and
 # the nodes the auto-match job reprices.
 PRICING_INDEXES = (
-    Index("ix_host_nodes_market", func.lower(HostNode.gpu_model), HostNode.status,
-          postgresql_where=text("status IN ('online', 'busy') AND gpu_count > 0")),
+    Index(
+        "ix_host_nodes_market",
+        func.lower(HostNode.gpu_model),
+        HostNode.status,
+        postgresql_where=text("status IN ('online', 'busy') AND gpu_count > 0"),
+    ),
     Index("ix_host_nodes_auto_match", HostNode.id, postgresql_where=text("auto_match_market")),
 )

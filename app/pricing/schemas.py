@@ -4,14 +4,18 @@ from marshmallow import Schema, fields, validate
 
 
 class MarketFiguresSchema(Schema):
-    sample_size = fields.Integer(metadata={"description": "Comparable nodes with a host-set price."})
+    sample_size = fields.Integer(
+        metadata={"description": "Comparable nodes with a host-set price."}
+    )
     p25 = fields.String(allow_none=True, metadata={"description": "Scaled to this node's GPUs."})
     median = fields.String(allow_none=True)
     p75 = fields.String(allow_none=True)
 
 
 class DemandSchema(Schema):
-    similar_nodes = fields.Integer(metadata={"description": "Online or busy nodes, same GPU model."})
+    similar_nodes = fields.Integer(
+        metadata={"description": "Online or busy nodes, same GPU model."}
+    )
     busy_nodes = fields.Integer()
     busy_fraction = fields.Float(allow_none=True)
     multiplier = fields.String(metadata={"description": "Applied to the basis price."})
@@ -19,7 +23,9 @@ class DemandSchema(Schema):
 
 class BaselineReferenceSchema(Schema):
     reference = fields.String(metadata={"description": "The reference-table row used."})
-    unit_price = fields.String(metadata={"description": "Per GPU-hour; per node-hour for CPU nodes."})
+    unit_price = fields.String(
+        metadata={"description": "Per GPU-hour; per node-hour for CPU nodes."}
+    )
 
 
 class PricingSuggestionSchema(Schema):

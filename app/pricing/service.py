@@ -83,16 +83,30 @@ class Suggestion:
         return {
             "suggested_hourly_rate": to_wire(self.suggested_hourly_rate),
             "basis": self.basis,
-            "market": {"sample_size": self.market.sample_size, "p25": money(self.market.p25),
-                       "median": money(self.market.median), "p75": money(self.market.p75)},
-            "demand": {"similar_nodes": self.demand.similar_nodes,
-                       "busy_nodes": self.demand.busy_nodes,
-                       "busy_fraction": (None if self.demand.busy_fraction is None
-                                         else float(round(self.demand.busy_fraction, 4))),
-                       "multiplier": str(self.demand.multiplier)},
-            "baseline": (None if self.baseline is None else
-                         {"reference": self.baseline.reference,
-                          "unit_price": to_wire(self.baseline.per_unit)}),
+            "market": {
+                "sample_size": self.market.sample_size,
+                "p25": money(self.market.p25),
+                "median": money(self.market.median),
+                "p75": money(self.market.p75),
+            },
+            "demand": {
+                "similar_nodes": self.demand.similar_nodes,
+                "busy_nodes": self.demand.busy_nodes,
+                "busy_fraction": (
+                    None
+                    if self.demand.busy_fraction is None
+                    else float(round(self.demand.busy_fraction, 4))
+                ),
+                "multiplier": str(self.demand.multiplier),
+            },
+            "baseline": (
+                None
+                if self.baseline is None
+                else {
+                    "reference": self.baseline.reference,
+                    "unit_price": to_wire(self.baseline.per_unit),
+                }
+            ),
         }
 
 
@@ -132,14 +146,25 @@ class SmartPricingService:
         key = gpu_model.lower()
         if key not in self._peers:
             rows = self.session.execute(
-                select(HostNode.id, HostNode.hourly_rate, HostNode.gpu_count, HostNode.status,
-                       HostNode.auto_match_market)
-                .where(func.lower(HostNode.gpu_model) == key, HostNode.gpu_count > 0,
-                       HostNode.status.in_([NodeStatus.ONLINE, NodeStatus.BUSY]))
+                select(
+                    HostNode.id,
+                    HostNode.hourly_rate,
+                    HostNode.gpu_count,
+                    HostNode.status,
+                    HostNode.auto_match_market,
+                ).where(
+                    func.lower(HostNode.gpu_model) == key,
+                    HostNode.gpu_count > 0,
+                    HostNode.status.in_([NodeStatus.ONLINE, NodeStatus.BUSY]),
+                )
             ).all()
             self._peers[key] = [
-                Peer(id=row.id, per_gpu=Decimal(row.hourly_rate) / row.gpu_count,
-                     busy=row.status == NodeStatus.BUSY, auto_match=bool(row.auto_match_market))
+                Peer(
+                    id=row.id,
+                    per_gpu=Decimal(row.hourly_rate) / row.gpu_count,
+                    busy=row.status == NodeStatus.BUSY,
+                    auto_match=bool(row.auto_match_market),
+                )
                 for row in rows
             ]
         return self._peers[key]
@@ -148,11 +173,16 @@ class SmartPricingService:
         """The suggested hourly rate for the whole node, with the figures behind it."""
         gpu_count = int(node.specs.get("gpu_count") or 0)
         if gpu_count == 0:
-            baseline = cpu_baseline(int(node.specs["cpu_cores"]),
-                                    Decimal(str(node.specs["ram_gb"])))
-            return Suggestion(_positive(baseline.per_unit), "baseline",
-                              MarketStats(0, None, None, None), Demand(0, 0, None, Decimal(1)),
-                              baseline)
+            baseline = cpu_baseline(
+                int(node.specs["cpu_cores"]), Decimal(str(node.specs["ram_gb"]))
+            )
+            return Suggestion(
+                _positive(baseline.per_unit),
+                "baseline",
+                MarketStats(0, None, None, None),
+                Demand(0, 0, None, Decimal(1)),
+                baseline,
+            )
 
         peers = [p for p in self.peers(str(node.specs["gpu_model"])) if p.id != node.id]
         prices = sorted(p.per_gpu for p in peers if not p.auto_match)
@@ -161,20 +191,24 @@ class SmartPricingService:
         demand = Demand(len(peers), busy, fraction, multiplier)
         count = Decimal(gpu_count)
         if prices:
-            market = MarketStats(len(prices),
-                                 quantize(percentile(prices, Decimal("0.25")) * count),
-                                 quantize(percentile(prices, Decimal("0.5")) * count),
-                                 quantize(percentile(prices, Decimal("0.75")) * count))
+            market = MarketStats(
+                len(prices),
+                quantize(percentile(prices, Decimal("0.25")) * count),
+                quantize(percentile(prices, Decimal("0.5")) * count),
+                quantize(percentile(prices, Decimal("0.75")) * count),
+            )
         else:
             market = MarketStats(0, None, None, None)
 
         if len(prices) >= MIN_SAMPLES:
             base = percentile(prices, Decimal("0.5")) * count
             return Suggestion(_positive(base * multiplier), "market", market, demand, None)
-        baseline = gpu_baseline(str(node.specs["gpu_model"]),
-                                Decimal(str(node.specs.get("gpu_vram_gb") or 0)))
-        return Suggestion(_positive(baseline.per_unit * count * multiplier), "baseline", market,
-                          demand, baseline)
+        baseline = gpu_baseline(
+            str(node.specs["gpu_model"]), Decimal(str(node.specs.get("gpu_vram_gb") or 0))
+        )
+        return Suggestion(
+            _positive(baseline.per_unit * count * multiplier), "baseline", market, demand, baseline
+        )
 
 
 def _positive(value: Decimal) -> Decimal:
@@ -191,12 +225,16 @@ def reprice_nodes(session: Session, *, node_ids: Sequence[uuid.UUID]) -> list[Pr
 
     Rows another transaction holds (a host editing the node) are skipped until the next run.
     """
-    nodes = session.execute(
-        select(HostNode)
-        .where(HostNode.id.in_(list(node_ids)), HostNode.auto_match_market)
-        .order_by(HostNode.id)
-        .with_for_update(skip_locked=True)
-    ).scalars().all()
+    nodes = (
+        session.execute(
+            select(HostNode)
+            .where(HostNode.id.in_(list(node_ids)), HostNode.auto_match_market)
+            .order_by(HostNode.id)
+            .with_for_update(skip_locked=True)
+        )
+        .scalars()
+        .all()
+    )
     pricing = SmartPricingService(session)
     changes: list[PriceChange] = []
     for node in nodes:
@@ -209,10 +247,15 @@ def reprice_nodes(session: Session, *, node_ids: Sequence[uuid.UUID]) -> list[Pr
         if new_rate == old_rate:
             continue
         node.pricing = {**node.pricing, "hourly_rate": to_wire(new_rate)}
-        change = PriceChange(node_id=node.id, old_rate=old_rate, new_rate=new_rate,
-                             basis=suggestion.basis, reason=reason,
-                             suggested_rate=suggestion.suggested_hourly_rate,
-                             sample_size=suggestion.market.sample_size)
+        change = PriceChange(
+            node_id=node.id,
+            old_rate=old_rate,
+            new_rate=new_rate,
+            basis=suggestion.basis,
+            reason=reason,
+            suggested_rate=suggestion.suggested_hourly_rate,
+            sample_size=suggestion.market.sample_size,
+        )
         session.add(change)
         node_changed(session, node.id)
         changes.append(change)
@@ -221,6 +264,8 @@ def reprice_nodes(session: Session, *, node_ids: Sequence[uuid.UUID]) -> list[Pr
 
 
 def auto_match_node_ids(session: Session) -> list[uuid.UUID]:
-    return list(session.execute(
-        select(HostNode.id).where(HostNode.auto_match_market).order_by(HostNode.id)
-    ).scalars())
+    return list(
+        session.execute(
+            select(HostNode.id).where(HostNode.auto_match_market).order_by(HostNode.id)
+        ).scalars()
+    )

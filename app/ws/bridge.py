@@ -77,8 +77,15 @@ class TokenBucket:
 class AgentConnection:
     """One agent's socket, served by the greenlet of its request."""
 
-    def __init__(self, bridge: Bridge, ws: Any, node_id: str, *, draining: bool,
-                 tunnel: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        bridge: Bridge,
+        ws: Any,
+        node_id: str,
+        *,
+        draining: bool,
+        tunnel: dict[str, Any] | None = None,
+    ):
         self.bridge = bridge
         self.ws = ws
         self.node_id = node_id
@@ -106,8 +113,9 @@ class AgentConnection:
                 self.closed = True
                 return False
 
-    def send_error(self, code: str, message: str, *, frame_id: str | None = None,
-                   errors: Any = None) -> None:
+    def send_error(
+        self, code: str, message: str, *, frame_id: str | None = None, errors: Any = None
+    ) -> None:
         self.send(error_frame(code, message, frame_id=frame_id, errors=errors))
 
     def close(self, code: int, reason: str) -> None:
@@ -121,15 +129,19 @@ class AgentConnection:
 
     # ------------------------------------------------------------------ receiving
     def serve(self) -> None:
-        welcome: dict[str, Any] = {"node_id": self.node_id, "draining": self.draining,
-                                   "heartbeat_interval": self.bridge.heartbeat_interval}
+        welcome: dict[str, Any] = {
+            "node_id": self.node_id,
+            "draining": self.draining,
+            "heartbeat_interval": self.bridge.heartbeat_interval,
+        }
         if self.tunnel is not None:
             welcome["tunnel"] = self.tunnel
         self.send(encode("welcome", welcome))
         hello_deadline = time.monotonic() + HELLO_TIMEOUT_SECONDS
         while not self.closed:
-            wait = RECEIVE_POLL_SECONDS if self.ready else max(
-                0.0, hello_deadline - time.monotonic())
+            wait = (
+                RECEIVE_POLL_SECONDS if self.ready else max(0.0, hello_deadline - time.monotonic())
+            )
             raw = self.ws.receive(timeout=wait)
             if raw is None:
                 if not self.ready and time.monotonic() >= hello_deadline:
@@ -153,8 +165,9 @@ class AgentConnection:
             return
         if now - self.last_refusal_notice >= 1.0:
             self.last_refusal_notice = now
-            self.send_error("rate_limited",
-                            f"Too many frames: at most {FRAMES_PER_SECOND:g} per second.")
+            self.send_error(
+                "rate_limited", f"Too many frames: at most {FRAMES_PER_SECOND:g} per second."
+            )
 
     def handle(self, raw: str | bytes) -> None:
         try:
@@ -167,12 +180,14 @@ class AgentConnection:
             try:
                 commands.ack(self.node_id, data["id"], client=self.bridge.redis)
             except redis.RedisError:  # the command stays queued and comes again on reconnect
-                self.send_error("unavailable", "The ack was not recorded; send it again.",
-                                frame_id=message.id)
+                self.send_error(
+                    "unavailable", "The ack was not recorded; send it again.", frame_id=message.id
+                )
             return
         if event == "error":
-            log.warning("agent reported an error", extra={"node_id": self.node_id,
-                                                          "code": data.get("code")})
+            log.warning(
+                "agent reported an error", extra={"node_id": self.node_id, "code": data.get("code")}
+            )
             return
         if event == "hello":
             self.bridge.hello(self, data)
@@ -182,11 +197,13 @@ class AgentConnection:
             return
         if event == "heartbeat":
             if data["node_id"] != self.node_id:
-                self.send_error("wrong_node", "node_id is not the node of this API key.",
-                                frame_id=message.id)
+                self.send_error(
+                    "wrong_node", "node_id is not the node of this API key.", frame_id=message.id
+                )
                 return
-            self.bridge.sighting(live.Sighting(self.node_id, time.time(), data["status"],
-                                               data["metrics"]))
+            self.bridge.sighting(
+                live.Sighting(self.node_id, time.time(), data["status"], data["metrics"])
+            )
             return
         self.bridge.agent_event(self, event, data, message.id)
 
@@ -212,13 +229,18 @@ class Bridge:
     def start(self) -> None:
         from workers import fleet, rentals
 
-        self._actors = {"hello": fleet.record_hello, "seen": fleet.node_seen,
-                        "instance_started": rentals.on_instance_started,
-                        "instance_failed": rentals.on_instance_failed,
-                        "instance_stopped": rentals.on_instance_stopped}
+        self._actors = {
+            "hello": fleet.record_hello,
+            "seen": fleet.node_seen,
+            "instance_started": rentals.on_instance_started,
+            "instance_failed": rentals.on_instance_failed,
+            "instance_stopped": rentals.on_instance_stopped,
+        }
         self.metrics.start()
-        for target, name in ((self._write_loop, "live-writer"),
-                             (self._listen_loop, "command-listener")):
+        for target, name in (
+            (self._write_loop, "live-writer"),
+            (self._listen_loop, "command-listener"),
+        ):
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
@@ -232,8 +254,9 @@ class Bridge:
         self._write(self._take_pending())
         self.metrics.stop()
 
-    def serve(self, ws: Any, node_id: str, *, draining: bool,
-              tunnel: dict[str, Any] | None = None) -> None:
+    def serve(
+        self, ws: Any, node_id: str, *, draining: bool, tunnel: dict[str, Any] | None = None
+    ) -> None:
         conn = AgentConnection(self, ws, node_id, draining=draining, tunnel=tunnel)
         self._attach(conn)
         try:
@@ -263,8 +286,9 @@ class Bridge:
     def hello(self, conn: AgentConnection, data: dict[str, Any]) -> None:
         now = time.time()
         try:
-            self.send_to_actor("hello", conn.node_id, data["agent_version"], data["specs"],
-                               data["containers"], now)
+            self.send_to_actor(
+                "hello", conn.node_id, data["agent_version"], data["specs"], data["containers"], now
+            )
         except redis.RedisError:
             conn.send_error("unavailable", "The platform cannot take the hello now; retry.")
             return
@@ -272,8 +296,9 @@ class Bridge:
         self.sighting(live.Sighting(conn.node_id, now, agent_version=data["agent_version"]))
         self.deliver_soon(conn)
 
-    def agent_event(self, conn: AgentConnection, event: str, data: dict[str, Any],
-                    frame_id: str | None) -> None:
+    def agent_event(
+        self, conn: AgentConnection, event: str, data: dict[str, Any], frame_id: str | None
+    ) -> None:
         if event == "instance_started":
             args: tuple[Any, ...] = (data["rental_id"], data["container_id"])
         elif event == "instance_failed":
@@ -283,8 +308,11 @@ class Bridge:
         try:
             self.send_to_actor(event, conn.node_id, *args)
         except redis.RedisError:
-            conn.send_error("unavailable", f"The platform cannot take {event} now; send it again.",
-                            frame_id=frame_id)
+            conn.send_error(
+                "unavailable",
+                f"The platform cannot take {event} now; send it again.",
+                frame_id=frame_id,
+            )
 
     def send_to_actor(self, name: str, *args: Any) -> None:
         with self._sends:
@@ -349,8 +377,12 @@ class Bridge:
         with conn.deliver_lock:
             while not conn.closed:
                 try:
-                    entries = commands.pending(conn.node_id, after=conn.last_sent_id,
-                                               count=DELIVERY_PAGE, client=self.redis)
+                    entries = commands.pending(
+                        conn.node_id,
+                        after=conn.last_sent_id,
+                        count=DELIVERY_PAGE,
+                        client=self.redis,
+                    )
                 except redis.RedisError:
                     log.warning("command stream unreadable", extra={"node_id": conn.node_id})
                     return sent  # the sweep tries again
@@ -380,8 +412,7 @@ class Bridge:
                         self._sweep()
                         next_sweep = time.monotonic() + SWEEP_SECONDS
             except (redis.RedisError, OSError) as exc:
-                log.warning("command listener lost Redis; reconnecting",
-                            extra={"error": str(exc)})
+                log.warning("command listener lost Redis; reconnecting", extra={"error": str(exc)})
                 self.stopping.wait(backoff)
                 backoff = min(backoff * 2, 10.0)
             except Exception:
@@ -418,7 +449,7 @@ class Bridge:
         for start in range(0, len(conns), SWEEP_CHUNK):
             if start:
                 time.sleep(0)  # let heartbeats through between chunks
-            chunk = conns[start:start + SWEEP_CHUNK]
+            chunk = conns[start : start + SWEEP_CHUNK]
             pipe = self.redis.pipeline(transaction=False)
             for conn in chunk:
                 low = "-" if conn.last_sent_id is None else f"({conn.last_sent_id}"
@@ -428,8 +459,12 @@ class Bridge:
             for i, conn in enumerate(chunk):
                 entries, owner = replies[2 * i], replies[2 * i + 1]
                 if owner is None:  # the record was lost (Redis restarted): this one stands
-                    self.redis.set(commands.owner_key(conn.node_id), conn.token, nx=True,
-                                   ex=commands.OWNER_TTL_SECONDS)
+                    self.redis.set(
+                        commands.owner_key(conn.node_id),
+                        conn.token,
+                        nx=True,
+                        ex=commands.OWNER_TTL_SECONDS,
+                    )
                 elif owner != conn.token:
                     conn.close(CLOSE_REPLACED, "replaced by a newer connection")
                     continue
@@ -444,8 +479,14 @@ def bridge_redis(url: str) -> redis.Redis:
     connection for each (and refuse past its limit). This one queues them behind a few dozen.
     """
     pool = redis.BlockingConnectionPool.from_url(
-        url, max_connections=REDIS_CONNECTIONS, timeout=20, decode_responses=True,
-        health_check_interval=30, socket_timeout=10, socket_connect_timeout=5)
+        url,
+        max_connections=REDIS_CONNECTIONS,
+        timeout=20,
+        decode_responses=True,
+        health_check_interval=30,
+        socket_timeout=10,
+        socket_connect_timeout=5,
+    )
     return redis.Redis(connection_pool=pool)
 
 

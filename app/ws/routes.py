@@ -33,13 +33,17 @@ def authenticate_agent() -> None:
         tunnel = None
         if node_id is not None:
             draining = session.execute(
-                select(HostNode.draining).where(HostNode.id == node_id)).scalar_one_or_none()
+                select(HostNode.draining).where(HostNode.id == node_id)
+            ).scalar_one_or_none()
             # Sent in `welcome` so a restarted agent rebuilds the tunnels of running rentals.
-            tunnel = tunnel_settings(session, node_id=node_id,
-                                     settings=current_app.config["DC_SETTINGS"])
+            tunnel = tunnel_settings(
+                session, node_id=node_id, settings=current_app.config["DC_SETTINGS"]
+            )
     if node_id is None or draining is None:
-        raise Unauthorized("A valid node API key is required: 'Authorization: Bearer dcn_...'.",
-                           headers={"WWW-Authenticate": "Bearer"})
+        raise Unauthorized(
+            "A valid node API key is required: 'Authorization: Bearer dcn_...'.",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
     g.dc_agent = (str(node_id), bool(draining), tunnel)
 
 

@@ -18,14 +18,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 DB_NAME = "dc_bench_billing_tick"
 PG_ADMIN_URL = os.environ.get("TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-os.environ.update({
-    "APP_ENV": "test",
-    "DC_NO_DOTENV": "1",
-    "DATABASE_URL": PG_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg2://")
-    + f"/{DB_NAME}",
-    "REDIS_URL": os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/15"),
-    "LOG_LEVEL": "WARNING",
-})
+os.environ.update(
+    {
+        "APP_ENV": "test",
+        "DC_NO_DOTENV": "1",
+        "DATABASE_URL": PG_ADMIN_URL.rsplit("/", 1)[0].replace(
+            "postgresql://", "postgresql+psycopg2://"
+        )
+        + f"/{DB_NAME}",
+        "REDIS_URL": os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/15"),
+        "LOG_LEVEL": "WARNING",
+    }
+)
 
 import psycopg2  # noqa: E402
 from sqlalchemy import event, text  # noqa: E402
@@ -84,13 +88,20 @@ def rebuild_database() -> None:
     conn = psycopg2.connect(PG_ADMIN_URL)
     conn.autocommit = True
     with conn.cursor() as cur:
-        cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE datname = %s AND pid <> pg_backend_pid()", (DB_NAME,))
+        cur.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = %s AND pid <> pg_backend_pid()",
+            (DB_NAME,),
+        )
         cur.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}"')
         cur.execute(f'CREATE DATABASE "{DB_NAME}"')
     conn.close()
-    subprocess.run([sys.executable, "-m", "alembic", "upgrade", "head"], cwd=ROOT, check=True,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, "-m", "alembic", "upgrade", "head"],
+        cwd=ROOT,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
 
 
 def _backend_cpu(pid: int) -> float:
@@ -118,9 +129,11 @@ def run(n: int) -> None:
         statements.append(statement.split(None, 1)[0].upper())
 
     settings = get_settings()
-    ticks = (("first tick (up to 3 h of minutes per rental)", 0, False),
-             ("next tick, one minute later (stale statistics)", 60, False),
-             ("next tick after ANALYZE (as autovacuum keeps)", 120, True))
+    ticks = (
+        ("first tick (up to 3 h of minutes per rental)", 0, False),
+        ("next tick, one minute later (stale statistics)", 60, False),
+        ("next tick after ANALYZE (as autovacuum keeps)", 120, True),
+    )
     for label, offset, analyze in ticks:
         if analyze:
             with engine.begin() as conn:
@@ -133,13 +146,16 @@ def run(n: int) -> None:
             started = time.perf_counter()
             with Session(bind=conn) as session:
                 run_ = service.bill_active_rentals(
-                    session, now=utcnow() + timedelta(seconds=offset), settings=settings)
+                    session, now=utcnow() + timedelta(seconds=offset), settings=settings
+                )
                 session.commit()
             elapsed = time.perf_counter() - started
             cpu = _backend_cpu(backend) - cpu_before
-        print(f"N={n:>6}  {label:<48} {elapsed:6.3f} s wall, {cpu:6.3f} s database CPU, "
-              f"{len(statements)} SQL statements ({', '.join(statements)}); charged "
-              f"{len(run_.charges)} rentals, {run_.total} in total")
+        print(
+            f"N={n:>6}  {label:<48} {elapsed:6.3f} s wall, {cpu:6.3f} s database CPU, "
+            f"{len(statements)} SQL statements ({', '.join(statements)}); charged "
+            f"{len(run_.charges)} rentals, {run_.total} in total"
+        )
     with session_scope() as session:
         report = service.check_invariants(session)
     print(f"N={n:>6}  invariants ok: {report['ok']}")

@@ -40,7 +40,9 @@ PG_ADMIN_URL = os.environ.get("TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.
 ENV = {
     "APP_ENV": "test",
     "DC_NO_DOTENV": "1",
-    "DATABASE_URL": PG_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg2://")
+    "DATABASE_URL": PG_ADMIN_URL.rsplit("/", 1)[0].replace(
+        "postgresql://", "postgresql+psycopg2://"
+    )
     + f"/{BENCH}",
     # The second Redis database of this test slot (its tests use the first): not shared.
     "REDIS_URL": os.environ.get("BENCH_REDIS_URL", f"redis://127.0.0.1:6379/{2 + SLOT * 2}"),
@@ -53,11 +55,24 @@ ENV = {
     "FRPS_TOKEN": "bench-frps-token",
 }
 P99_TARGET_MS = 250.0
-METRICS = {"cpu_temp": 55.0, "cpu_utilization": 12.5, "gpu_temp": [61.0, 63.0],
-           "gpu_utilization": [90.0, 80.0], "gpu_memory_used_mb": [1000.0, 2000.0],
-           "gpu_power_w": [300.0, 310.0], "ram_usage_mb": 4096.0, "disk_usage_gb": 120.0}
-SPECS = {"gpu_model": "RTX 4090", "gpu_count": 2, "gpu_vram_gb": 24, "cpu_cores": 16,
-         "ram_gb": 62.8, "disk_gb": 931.5}
+METRICS = {
+    "cpu_temp": 55.0,
+    "cpu_utilization": 12.5,
+    "gpu_temp": [61.0, 63.0],
+    "gpu_utilization": [90.0, 80.0],
+    "gpu_memory_used_mb": [1000.0, 2000.0],
+    "gpu_power_w": [300.0, 310.0],
+    "ram_usage_mb": 4096.0,
+    "disk_usage_gb": 120.0,
+}
+SPECS = {
+    "gpu_model": "RTX 4090",
+    "gpu_count": 2,
+    "gpu_vram_gb": 24,
+    "cpu_cores": 16,
+    "ram_gb": 62.8,
+    "disk_gb": 931.5,
+}
 
 
 # ------------------------------------------------------------------------------ orchestrator
@@ -68,13 +83,21 @@ def prepare(agents: int) -> list[tuple[str, str]]:
     conn = psycopg2.connect(PG_ADMIN_URL)
     conn.autocommit = True
     with conn.cursor() as cur:
-        cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE datname = %s AND pid <> pg_backend_pid()", (BENCH,))
+        cur.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = %s AND pid <> pg_backend_pid()",
+            (BENCH,),
+        )
         cur.execute(f'DROP DATABASE IF EXISTS "{BENCH}"')
         cur.execute(f'CREATE DATABASE "{BENCH}"')
     conn.close()
-    subprocess.run([sys.executable, "-m", "alembic", "upgrade", "head"], cwd=ROOT, check=True,
-                   env={**os.environ, **ENV}, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, "-m", "alembic", "upgrade", "head"],
+        cwd=ROOT,
+        check=True,
+        env={**os.environ, **ENV},
+        stdout=subprocess.DEVNULL,
+    )
 
     from app.auth.models import User
     from app.auth.node_keys import issue_key
@@ -92,10 +115,13 @@ def prepare(agents: int) -> list[tuple[str, str]]:
         session.add(owner)
         session.flush()
         for i in range(agents):
-            node = HostNode(owner_id=owner.id, name=f"bench-{i}",
-                            specs={**SPECS, "tflops": 82.6},
-                            pricing={"hourly_rate": "1.0000", "auto_match_market": False},
-                            location={"country": "US"})
+            node = HostNode(
+                owner_id=owner.id,
+                name=f"bench-{i}",
+                specs={**SPECS, "tflops": 82.6},
+                pricing={"hourly_rate": "1.0000", "auto_match_market": False},
+                location={"country": "US"},
+            )
             session.add(node)
             session.flush()
             pairs.append((str(node.id), issue_key(session, node_id=node.id).key))
@@ -111,18 +137,30 @@ def run_once(agents: int, window: float, interval: float, ramp: float) -> dict[s
     keys_file.parent.mkdir(exist_ok=True)
     keys_file.write_text(json.dumps(pairs))
     port = free_port()
-    server = api_server(port, {**ENV, "WORKER_CONNECTIONS": str(agents + 1000)},
-                        name="bench-heartbeats-api").start()
+    server = api_server(
+        port, {**ENV, "WORKER_CONNECTIONS": str(agents + 1000)}, name="bench-heartbeats-api"
+    ).start()
     try:
         wait_http(f"http://127.0.0.1:{port}/api/v1/health", proc=server)
         assert server.popen is not None
         client = subprocess.run(
-            [sys.executable, str(Path(__file__).resolve()), "--role=client",
-             f"--url=ws://127.0.0.1:{port}/ws/agent", f"--keys={keys_file}",
-             f"--window={window}", f"--interval={interval}", f"--ramp={ramp}",
-             f"--server-pid={server.popen.pid}"],
-            cwd=ROOT, env={**os.environ, **ENV}, capture_output=True, text=True,
-            timeout=window + interval * 3 + agents / ramp + 120)
+            [
+                sys.executable,
+                str(Path(__file__).resolve()),
+                "--role=client",
+                f"--url=ws://127.0.0.1:{port}/ws/agent",
+                f"--keys={keys_file}",
+                f"--window={window}",
+                f"--interval={interval}",
+                f"--ramp={ramp}",
+                f"--server-pid={server.popen.pid}",
+            ],
+            cwd=ROOT,
+            env={**os.environ, **ENV},
+            capture_output=True,
+            text=True,
+            timeout=window + interval * 3 + agents / ramp + 120,
+        )
         if client.returncode != 0:
             raise RuntimeError(f"client failed:\n{client.stderr[-3000:]}")
         result = json.loads(client.stdout.strip().splitlines()[-1])
@@ -143,7 +181,8 @@ def _influx_count() -> int | None:
 
     try:
         body = InfluxClient.from_settings().query(
-            'SELECT count("disk_usage_gb") FROM "node_metrics"')
+            'SELECT count("disk_usage_gb") FROM "node_metrics"'
+        )
         series = body["results"][0].get("series") or []
         return int(series[0]["values"][0][1]) if series else 0
     except Exception:
@@ -152,26 +191,42 @@ def _influx_count() -> int | None:
 
 def report(r: dict[str, Any]) -> None:
     hb = max(1, r["visible"])
-    print(f"agents connected        {r['connected']}/{r['agents']} "
-          f"(connect failures {r['connect_failures']}, dropped {r['dropped']})")
-    print(f"heartbeats              {r['sent']} sent in {r['window']:.0f} s = "
-          f"{r['sent'] / r['window']:.1f}/s sustained (target {r['agents'] / r['interval']:.0f}/s)")
-    print(f"send -> visible (Redis) p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, "
-          f"max {r['max_ms']:.1f} ms")
+    print(
+        f"agents connected        {r['connected']}/{r['agents']} "
+        f"(connect failures {r['connect_failures']}, dropped {r['dropped']})"
+    )
+    print(
+        f"heartbeats              {r['sent']} sent in {r['window']:.0f} s = "
+        f"{r['sent'] / r['window']:.1f}/s sustained (target {r['agents'] / r['interval']:.0f}/s)"
+    )
+    print(
+        f"send -> visible (Redis) p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, "
+        f"max {r['max_ms']:.1f} ms"
+    )
     print(f"heartbeats lost         {r['lost']}")
-    print(f"InfluxDB                {r['influx_points']} points in {r['influx_batches']} batches "
-          f"during the window ({r['influx_points'] / max(1, r['influx_batches']):.0f} per batch); "
-          f"{r['influx_points_stored']} node points stored overall")
-    print(f"server CPU              {r['server_cpu_s']:.2f} s = "
-          f"{r['server_cpu_s'] / hb * 1000:.3f} s per 1,000 heartbeats "
-          f"({r['server_cpu_s'] / r['window'] * 100:.0f}% of a core)")
-    print(f"client CPU              {r['client_cpu_s']:.2f} s "
-          f"({r['client_cpu_s'] / r['window'] * 100:.0f}% of a core)")
+    print(
+        f"InfluxDB                {r['influx_points']} points in {r['influx_batches']} batches "
+        f"during the window ({r['influx_points'] / max(1, r['influx_batches']):.0f} per batch); "
+        f"{r['influx_points_stored']} node points stored overall"
+    )
+    print(
+        f"server CPU              {r['server_cpu_s']:.2f} s = "
+        f"{r['server_cpu_s'] / hb * 1000:.3f} s per 1,000 heartbeats "
+        f"({r['server_cpu_s'] / r['window'] * 100:.0f}% of a core)"
+    )
+    print(
+        f"client CPU              {r['client_cpu_s']:.2f} s "
+        f"({r['client_cpu_s'] / r['window'] * 100:.0f}% of a core)"
+    )
 
 
 def holds(r: dict[str, Any]) -> bool:
-    return (r["connected"] == r["agents"] and r["lost"] == 0 and r["dropped"] == 0
-            and r["p99_ms"] < P99_TARGET_MS)
+    return (
+        r["connected"] == r["agents"]
+        and r["lost"] == 0
+        and r["dropped"] == 0
+        and r["p99_ms"] < P99_TARGET_MS
+    )
 
 
 def main() -> None:
@@ -184,13 +239,18 @@ def main() -> None:
     counts = [int(c) for c in args.agents.split(",")]
     best = None
     for count in counts:
-        print(f"== {count} agents, {args.window:.0f} s window, a heartbeat every "
-              f"{args.interval:g} s each", flush=True)
+        print(
+            f"== {count} agents, {args.window:.0f} s window, a heartbeat every "
+            f"{args.interval:g} s each",
+            flush=True,
+        )
         result = run_once(count, args.window, args.interval, args.ramp)
         report(result)
         ok = holds(result)
-        print(f"holds (p99 < {P99_TARGET_MS:.0f} ms, none lost): {'yes' if ok else 'NO'}\n",
-              flush=True)
+        print(
+            f"holds (p99 < {P99_TARGET_MS:.0f} ms, none lost): {'yes' if ok else 'NO'}\n",
+            flush=True,
+        )
         if ok:
             best = count
     if len(counts) > 1:
@@ -221,8 +281,15 @@ def client_main(argv: list[str]) -> None:
     server = psutil.Process(int(opts["server-pid"]))
     redis = get_redis()
 
-    state: dict[str, Any] = {"connected": 0, "connect_failures": 0, "dropped": 0,
-                             "measuring": False, "sent": 0, "visible": 0, "lost": 0}
+    state: dict[str, Any] = {
+        "connected": 0,
+        "connect_failures": 0,
+        "dropped": 0,
+        "measuring": False,
+        "sent": 0,
+        "visible": 0,
+        "lost": 0,
+    }
     outstanding: dict[str, tuple[float, int]] = {}  # node -> (send time, send ms)
     latencies: list[float] = []
     connect_gate = Semaphore(200)
@@ -231,17 +298,28 @@ def client_main(argv: list[str]) -> None:
         gevent.sleep(max(0.0, start_at - time.time()))
         try:
             with connect_gate:
-                ws = websocket.create_connection(url, header=[f"Authorization: Bearer {key}"],
-                                                 timeout=30)
+                ws = websocket.create_connection(
+                    url, header=[f"Authorization: Bearer {key}"], timeout=30
+                )
                 ws.recv()  # welcome
-                ws.send(json.dumps({"event": "hello", "data": {
-                    "agent_version": "bench", "specs": SPECS, "containers": []}}))
+                ws.send(
+                    json.dumps(
+                        {
+                            "event": "hello",
+                            "data": {"agent_version": "bench", "specs": SPECS, "containers": []},
+                        }
+                    )
+                )
         except Exception:
             state["connect_failures"] += 1
             return
         state["connected"] += 1
-        frame = json.dumps({"event": "heartbeat", "data": {
-            "node_id": node_id, "status": "online", "metrics": METRICS}})
+        frame = json.dumps(
+            {
+                "event": "heartbeat",
+                "data": {"node_id": node_id, "status": "online", "metrics": METRICS},
+            }
+        )
 
         def read() -> None:  # answers pings; notices a close
             try:
@@ -289,11 +367,14 @@ def client_main(argv: list[str]) -> None:
                     state["visible"] += 1
 
     start = time.time() + 0.5
-    greenlets = [gevent.spawn(agent, node, key, start + i / ramp)
-                 for i, (node, key) in enumerate(pairs)]
+    greenlets = [
+        gevent.spawn(agent, node, key, start + i / ramp) for i, (node, key) in enumerate(pairs)
+    ]
     gevent.spawn(monitor)
     connected_by = start + len(pairs) / ramp + 5
-    while time.time() < connected_by and state["connected"] + state["connect_failures"] < len(pairs):
+    while time.time() < connected_by and state["connected"] + state["connect_failures"] < len(
+        pairs
+    ):
         gevent.sleep(0.2)
     gevent.sleep(interval + 1)  # every agent has sent a heartbeat or two
 
@@ -325,11 +406,19 @@ def client_main(argv: list[str]) -> None:
     def pct(p: float) -> float:
         return latencies[min(len(latencies) - 1, int(len(latencies) * p))] if latencies else 0.0
 
-    result = {**state, "agents": len(pairs), "window": elapsed, "interval": interval,
-              "p50_ms": pct(0.50), "p99_ms": pct(0.99), "max_ms": latencies[-1] if latencies else 0,
-              "influx_points": int(stats1.get("points", 0)) - int(stats0.get("points", 0)),
-              "influx_batches": int(stats1.get("batches", 0)) - int(stats0.get("batches", 0)),
-              "server_cpu_s": server1 - server0, "client_cpu_s": client1 - client0}
+    result = {
+        **state,
+        "agents": len(pairs),
+        "window": elapsed,
+        "interval": interval,
+        "p50_ms": pct(0.50),
+        "p99_ms": pct(0.99),
+        "max_ms": latencies[-1] if latencies else 0,
+        "influx_points": int(stats1.get("points", 0)) - int(stats0.get("points", 0)),
+        "influx_batches": int(stats1.get("batches", 0)) - int(stats0.get("batches", 0)),
+        "server_cpu_s": server1 - server0,
+        "client_cpu_s": client1 - client0,
+    }
     result.pop("measuring")
     gevent.killall(greenlets, block=False)
     print(json.dumps(result))

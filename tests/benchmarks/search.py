@@ -57,41 +57,69 @@ import psycopg2.extras  # noqa: E402
 
 # (model, per-GPU price, VRAM GB, TFLOPS per GPU, weight)
 GPUS = [
-    ("RTX 4090", 0.40, 24, 82.6, 25), ("RTX 3090", 0.22, 24, 35.6, 15),
-    ("RTX 4080", 0.25, 16, 48.7, 8), ("RTX 5090", 0.70, 32, 104.8, 6),
-    ("RTX A6000", 0.45, 48, 38.7, 6), ("A100 80GB", 1.30, 80, 312, 8),
-    ("A100 40GB", 0.90, 40, 312, 4), ("H100 80GB HBM3", 2.30, 80, 989, 6),
-    ("H100 PCIe", 2.00, 80, 756, 3), ("L40S", 0.80, 48, 362, 5), ("L4", 0.40, 24, 121, 4),
-    ("RTX 3080", 0.15, 10, 29.8, 5), ("V100", 0.25, 16, 125, 3), ("T4", 0.15, 16, 65, 3),
+    ("RTX 4090", 0.40, 24, 82.6, 25),
+    ("RTX 3090", 0.22, 24, 35.6, 15),
+    ("RTX 4080", 0.25, 16, 48.7, 8),
+    ("RTX 5090", 0.70, 32, 104.8, 6),
+    ("RTX A6000", 0.45, 48, 38.7, 6),
+    ("A100 80GB", 1.30, 80, 312, 8),
+    ("A100 40GB", 0.90, 40, 312, 4),
+    ("H100 80GB HBM3", 2.30, 80, 989, 6),
+    ("H100 PCIe", 2.00, 80, 756, 3),
+    ("L40S", 0.80, 48, 362, 5),
+    ("L4", 0.40, 24, 121, 4),
+    ("RTX 3080", 0.15, 10, 29.8, 5),
+    ("V100", 0.25, 16, 125, 3),
+    ("T4", 0.15, 16, 65, 3),
     ("none", 0.0, 0, 1.5, 3),
 ]
 CITIES = [
-    ("US", "New York", 40.71, -74.01), ("US", "Austin", 30.27, -97.74),
-    ("US", "Seattle", 47.61, -122.33), ("US", "Chicago", 41.88, -87.63),
-    ("US", "Los Angeles", 34.05, -118.24), ("US", "Ashburn", 39.04, -77.49),
-    ("CA", "Toronto", 43.65, -79.38), ("CA", "Montreal", 45.50, -73.57),
-    ("DE", "Berlin", 52.52, 13.40), ("DE", "Frankfurt", 50.11, 8.68),
-    ("FR", "Paris", 48.86, 2.35), ("NL", "Amsterdam", 52.37, 4.90),
-    ("GB", "London", 51.51, -0.13), ("SE", "Stockholm", 59.33, 18.07),
-    ("PL", "Warsaw", 52.23, 21.01), ("FI", "Helsinki", 60.17, 24.94),
-    ("JP", "Tokyo", 35.68, 139.69), ("KR", "Seoul", 37.57, 126.98),
-    ("SG", "Singapore", 1.35, 103.82), ("IN", "Mumbai", 19.08, 72.88),
-    ("AU", "Sydney", -33.87, 151.21), ("BR", "Sao Paulo", -23.55, -46.63),
-    ("ZA", "Johannesburg", -26.20, 28.05), ("AE", "Dubai", 25.20, 55.27),
-    ("TW", "Taipei", 25.03, 121.57), ("HK", "Hong Kong", 22.32, 114.17),
-    ("RO", "Bucharest", 44.43, 26.10), ("ES", "Madrid", 40.42, -3.70),
-    ("IT", "Milan", 45.46, 9.19), ("NO", "Oslo", 59.91, 10.75),
+    ("US", "New York", 40.71, -74.01),
+    ("US", "Austin", 30.27, -97.74),
+    ("US", "Seattle", 47.61, -122.33),
+    ("US", "Chicago", 41.88, -87.63),
+    ("US", "Los Angeles", 34.05, -118.24),
+    ("US", "Ashburn", 39.04, -77.49),
+    ("CA", "Toronto", 43.65, -79.38),
+    ("CA", "Montreal", 45.50, -73.57),
+    ("DE", "Berlin", 52.52, 13.40),
+    ("DE", "Frankfurt", 50.11, 8.68),
+    ("FR", "Paris", 48.86, 2.35),
+    ("NL", "Amsterdam", 52.37, 4.90),
+    ("GB", "London", 51.51, -0.13),
+    ("SE", "Stockholm", 59.33, 18.07),
+    ("PL", "Warsaw", 52.23, 21.01),
+    ("FI", "Helsinki", 60.17, 24.94),
+    ("JP", "Tokyo", 35.68, 139.69),
+    ("KR", "Seoul", 37.57, 126.98),
+    ("SG", "Singapore", 1.35, 103.82),
+    ("IN", "Mumbai", 19.08, 72.88),
+    ("AU", "Sydney", -33.87, 151.21),
+    ("BR", "Sao Paulo", -23.55, -46.63),
+    ("ZA", "Johannesburg", -26.20, 28.05),
+    ("AE", "Dubai", 25.20, 55.27),
+    ("TW", "Taipei", 25.03, 121.57),
+    ("HK", "Hong Kong", 22.32, 114.17),
+    ("RO", "Bucharest", 44.43, 26.10),
+    ("ES", "Madrid", 40.42, -3.70),
+    ("IT", "Milan", 45.46, 9.19),
+    ("NO", "Oslo", 59.91, 10.75),
 ]
 SEARCHES: list[tuple[str, dict[str, str]]] = [
     ("default (relevance = price)", {}),
-    ("gpu_model=4090, min_gpu_count=2, max_price", {"gpu_model": "4090", "min_gpu_count": "2",
-                                                    "max_price": "2.5", "sort": "price"}),
+    (
+        "gpu_model=4090, min_gpu_count=2, max_price",
+        {"gpu_model": "4090", "min_gpu_count": "2", "max_price": "2.5", "sort": "price"},
+    ),
     ("near NYC within 500 km", {"near": "40.71,-74.0", "max_distance_km": "500"}),
-    ("q: vram>=48 price<10 country in [...] verified, by value",
-     {"q": "gpu_vram_gb>=48 hourly_rate<10 country in [US,CA,DE,NL] verified=true",
-      "sort": "value"}),
-    ("min_ram_gb=64, by tflops, 2nd page", {"min_ram_gb": "64", "sort": "tflops",
-                                            "page": "2"}),
+    (
+        "q: vram>=48 price<10 country in [...] verified, by value",
+        {
+            "q": "gpu_vram_gb>=48 hourly_rate<10 country in [US,CA,DE,NL] verified=true",
+            "sort": "value",
+        },
+    ),
+    ("min_ram_gb=64, by tflops, 2nd page", {"min_ram_gb": "64", "sort": "tflops", "page": "2"}),
 ]
 
 
@@ -103,13 +131,21 @@ def create_database() -> None:
     conn = psycopg2.connect(PG_ADMIN_URL)
     conn.autocommit = True
     with conn.cursor() as cur:
-        cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE datname = %s AND pid <> pg_backend_pid()", (DB_NAME,))
+        cur.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = %s AND pid <> pg_backend_pid()",
+            (DB_NAME,),
+        )
         cur.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}"')
         cur.execute(f'CREATE DATABASE "{DB_NAME}"')
     conn.close()
-    subprocess.run([sys.executable, "-m", "alembic", "upgrade", "head"], cwd=ROOT, check=True,
-                   env=os.environ.copy(), stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, "-m", "alembic", "upgrade", "head"],
+        cwd=ROOT,
+        check=True,
+        env=os.environ.copy(),
+        stdout=subprocess.DEVNULL,
+    )
 
 
 def seed(conn, nodes: int, rng: random.Random) -> uuid.UUID:
@@ -118,8 +154,11 @@ def seed(conn, nodes: int, rng: random.Random) -> uuid.UUID:
     weights = [g[4] for g in GPUS]
     rows, events = [], []
     with conn.cursor() as cur:
-        cur.execute("INSERT INTO users (id, clerk_id, email) VALUES (%s, 'bench-host', "
-                    "'host@bench.example')", (str(owner),))
+        cur.execute(
+            "INSERT INTO users (id, clerk_id, email) VALUES (%s, 'bench-host', "
+            "'host@bench.example')",
+            (str(owner),),
+        )
         for index in range(nodes):
             model, per_gpu, vram, tflops, _ = rng.choices(GPUS, weights)[0]
             count = 0 if model == "none" else rng.choice([1, 1, 1, 2, 2, 4, 8])
@@ -131,36 +170,80 @@ def seed(conn, nodes: int, rng: random.Random) -> uuid.UUID:
                 rate = (0.02 * cores + 0.0025 * ram) * rng.uniform(0.7, 1.5)
             country, city, lat, lng = rng.choice(CITIES)
             roll = rng.random()
-            status = ("online" if roll < 0.70 else "busy" if roll < 0.85
-                      else "offline" if roll < 0.97 else "maintenance")
+            status = (
+                "online"
+                if roll < 0.70
+                else "busy"
+                if roll < 0.85
+                else "offline"
+                if roll < 0.97
+                else "maintenance"
+            )
             node_id = uuid.uuid4()
             created = now - timedelta(days=rng.uniform(1, 60))
-            rows.append((
-                str(node_id), str(owner), f"node-{index}",
-                json.dumps({"gpu_model": model, "gpu_count": count, "gpu_vram_gb": vram,
-                            "tflops": round(tflops * max(count, 1), 1), "cpu_cores": cores,
-                            "ram_gb": ram, "disk_gb": rng.choice([500, 1000, 2000, 4000])}),
-                json.dumps({"hourly_rate": f"{max(rate, 0.01):.4f}",
-                            "auto_match_market": rng.random() < 0.2}),
-                json.dumps({"country": country, "city": city,
+            rows.append(
+                (
+                    str(node_id),
+                    str(owner),
+                    f"node-{index}",
+                    json.dumps(
+                        {
+                            "gpu_model": model,
+                            "gpu_count": count,
+                            "gpu_vram_gb": vram,
+                            "tflops": round(tflops * max(count, 1), 1),
+                            "cpu_cores": cores,
+                            "ram_gb": ram,
+                            "disk_gb": rng.choice([500, 1000, 2000, 4000]),
+                        }
+                    ),
+                    json.dumps(
+                        {
+                            "hourly_rate": f"{max(rate, 0.01):.4f}",
+                            "auto_match_market": rng.random() < 0.2,
+                        }
+                    ),
+                    json.dumps(
+                        {
+                            "country": country,
+                            "city": city,
                             "lat": round(lat + rng.uniform(-0.5, 0.5), 6),
-                            "lng": round(lng + rng.uniform(-0.5, 0.5), 6)}),
-                status, status == "maintenance", status == "online" and rng.random() < 0.03,
-                rng.random() < 0.3, created,
-            ))
+                            "lng": round(lng + rng.uniform(-0.5, 0.5), 6),
+                        }
+                    ),
+                    status,
+                    status == "maintenance",
+                    status == "online" and rng.random() < 0.03,
+                    rng.random() < 0.3,
+                    created,
+                )
+            )
             # A week of history: a few flips between up and down.
             at = max(created, now - timedelta(days=8))
-            flips = sorted(rng.uniform(at.timestamp(), now.timestamp())
-                           for _ in range(rng.randint(2, 12)))
+            flips = sorted(
+                rng.uniform(at.timestamp(), now.timestamp()) for _ in range(rng.randint(2, 12))
+            )
             for n, ts in enumerate(flips):
-                events.append((str(node_id), "online" if n % 2 == 0 else "offline",
-                               datetime.fromtimestamp(ts, UTC)))
+                events.append(
+                    (
+                        str(node_id),
+                        "online" if n % 2 == 0 else "offline",
+                        datetime.fromtimestamp(ts, UTC),
+                    )
+                )
         psycopg2.extras.execute_values(
-            cur, "INSERT INTO host_nodes (id, owner_id, name, specs, pricing, location, status, "
-                 "maintenance, draining, verified, created_at) VALUES %s", rows, page_size=1000)
+            cur,
+            "INSERT INTO host_nodes (id, owner_id, name, specs, pricing, location, status, "
+            "maintenance, draining, verified, created_at) VALUES %s",
+            rows,
+            page_size=1000,
+        )
         psycopg2.extras.execute_values(
-            cur, "INSERT INTO node_status_events (node_id, status, at) VALUES %s", events,
-            page_size=5000)
+            cur,
+            "INSERT INTO node_status_events (node_id, status, at) VALUES %s",
+            events,
+            page_size=5000,
+        )
     conn.commit()
     log(f"seeded {nodes} nodes and {len(events)} status events")
     return owner
@@ -195,13 +278,17 @@ def main() -> None:
     started = time.perf_counter()
     with session_scope() as session:
         refresh_reliability(session)
-    log(f"reliability job over {options.nodes} nodes: "
-        f"{(time.perf_counter() - started) * 1000:.0f} ms")
+    log(
+        f"reliability job over {options.nodes} nodes: "
+        f"{(time.perf_counter() - started) * 1000:.0f} ms"
+    )
     with conn.cursor() as cur:
         conn.autocommit = True
         cur.execute("VACUUM ANALYZE")
-        cur.execute("SELECT count(*) FROM host_nodes WHERE status = 'online' AND NOT draining "
-                    "AND NOT maintenance")
+        cur.execute(
+            "SELECT count(*) FROM host_nodes WHERE status = 'online' AND NOT draining "
+            "AND NOT maintenance"
+        )
         log(f"offered nodes: {cur.fetchone()[0]}")
 
     settings = get_settings()
@@ -273,9 +360,17 @@ def main() -> None:
                 elapsed, body = timed_get(params)
                 cached.append(elapsed)
             items = len(json.loads(body)["items"])
-            results.append((title, percentiles(sql_times), percentiles(uncached),
-                            percentiles(cached), items, len(rows),
-                            [line for line in plan if "Scan" in line][:2]))
+            results.append(
+                (
+                    title,
+                    percentiles(sql_times),
+                    percentiles(uncached),
+                    percentiles(cached),
+                    items,
+                    len(rows),
+                    [line for line in plan if "Scan" in line][:2],
+                )
+            )
         # The floor of any authenticated request: GET /me (token check and user row only).
         for _ in range(20):
             timed_path("/api/v1/me")
@@ -285,23 +380,31 @@ def main() -> None:
         conn.close()
 
     log("")
-    log(f"{options.nodes} nodes, {options.requests} requests per figure, times in ms (p50 / p99); "
-        f"load average {started_load:.2f} at start, {os.getloadavg()[0]:.2f} at end")
+    log(
+        f"{options.nodes} nodes, {options.requests} requests per figure, times in ms (p50 / p99); "
+        f"load average {started_load:.2f} at start, {os.getloadavg()[0]:.2f} at end"
+    )
     log(f"{'search':58} {'bare SQL':>15} {'HTTP uncached':>15} {'HTTP cached':>15}  items")
     for title, sql_p, unc_p, cac_p, items, _rows, _plan in results:
-        log(f"{title:58} {sql_p[0]:6.2f} / {sql_p[1]:6.2f} {unc_p[0]:6.2f} / {unc_p[1]:6.2f} "
-            f"{cac_p[0]:6.2f} / {cac_p[1]:6.2f}  {items}")
+        log(
+            f"{title:58} {sql_p[0]:6.2f} / {sql_p[1]:6.2f} {unc_p[0]:6.2f} / {unc_p[1]:6.2f} "
+            f"{cac_p[0]:6.2f} / {cac_p[1]:6.2f}  {items}"
+        )
     me_p = percentiles(me)
-    log(f"{'GET /me (the floor of any authenticated request)':58} {'':15} "
-        f"{me_p[0]:6.2f} / {me_p[1]:6.2f}")
+    log(
+        f"{'GET /me (the floor of any authenticated request)':58} {'':15} "
+        f"{me_p[0]:6.2f} / {me_p[1]:6.2f}"
+    )
     log("")
     for title, *_rest, plan in results:
         log(f"plan, {title}: {' | '.join(plan)}")
     worst_uncached = max(r[2][1] for r in results)
     worst_cached = max(r[3][1] for r in results)
     log("")
-    log(f"worst p99 uncached {worst_uncached:.2f} ms (target < 25), "
-        f"cached {worst_cached:.2f} ms (target < 3)")
+    log(
+        f"worst p99 uncached {worst_uncached:.2f} ms (target < 25), "
+        f"cached {worst_cached:.2f} ms (target < 3)"
+    )
 
 
 if __name__ == "__main__":

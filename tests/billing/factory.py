@@ -40,33 +40,64 @@ def make_account(session: Any, *, balance: str | Decimal = "0") -> User:
     session.flush()
     amount = Decimal(balance)
     if amount > 0:
-        session.add(Transaction(user_id=user.id, amount=amount, type=TransactionType.CREDIT,
-                                kind=EntryKind.TOPUP, reference_id=f"test-{uuid.uuid4()}"))
+        session.add(
+            Transaction(
+                user_id=user.id,
+                amount=amount,
+                type=TransactionType.CREDIT,
+                kind=EntryKind.TOPUP,
+                reference_id=f"test-{uuid.uuid4()}",
+            )
+        )
         user.balance = amount
     return user
 
 
-def make_party(session: Any, *, price: str | Decimal = "6.0000", balance: str | Decimal = "100",
-               start: datetime | None = None, renter: User | None = None,
-               host: User | None = None, node_status: NodeStatus = NodeStatus.BUSY,
-               last_seen_at: datetime | None = None) -> Party:
+def make_party(
+    session: Any,
+    *,
+    price: str | Decimal = "6.0000",
+    balance: str | Decimal = "100",
+    start: datetime | None = None,
+    renter: User | None = None,
+    host: User | None = None,
+    node_status: NodeStatus = NodeStatus.BUSY,
+    last_seen_at: datetime | None = None,
+) -> Party:
     """An active rental at `price` per hour that started at `start` (default: now)."""
     start = start or utcnow()
     renter = renter or make_account(session, balance=balance)
     host = host or make_account(session)
     body = node_payload(pricing={"hourly_rate": str(price)})
-    node = HostNode(owner_id=host.id, name="rig", specs=body["specs"], pricing=body["pricing"],
-                    location=body["location"], status=node_status,
-                    last_seen_at=last_seen_at or utcnow())
+    node = HostNode(
+        owner_id=host.id,
+        name="rig",
+        specs=body["specs"],
+        pricing=body["pricing"],
+        location=body["location"],
+        status=node_status,
+        last_seen_at=last_seen_at or utcnow(),
+    )
     session.add(node)
     session.flush()
-    rental = Rental(renter_id=renter.id, node_id=node.id, status=RentalStatus.ACTIVE,
-                    image="localhost/busybox:latest", cost_per_hour=Decimal(price),
-                    start_time=start)
+    rental = Rental(
+        renter_id=renter.id,
+        node_id=node.id,
+        status=RentalStatus.ACTIVE,
+        image="localhost/busybox:latest",
+        cost_per_hour=Decimal(price),
+        start_time=start,
+    )
     session.add(rental)
     session.flush()
-    return Party(rental_id=rental.id, renter_id=renter.id, host_id=host.id, node_id=node.id,
-                 cost_per_hour=Decimal(price), start=start)
+    return Party(
+        rental_id=rental.id,
+        renter_id=renter.id,
+        host_id=host.id,
+        node_id=node.id,
+        cost_per_hour=Decimal(price),
+        start=start,
+    )
 
 
 def create_party(**kwargs: Any) -> Party:
@@ -89,7 +120,9 @@ def ledger(rental_id: uuid.UUID) -> dict[str, Decimal]:
     with session_scope() as session:
         rows = session.execute(
             select(Transaction.kind, func.sum(Transaction.amount))
-            .where(Transaction.rental_id == rental_id).group_by(Transaction.kind)).all()
+            .where(Transaction.rental_id == rental_id)
+            .group_by(Transaction.kind)
+        ).all()
     sums = {kind: Decimal(0) for kind in ("usage", "earning", "fee")}
     sums.update({kind: total for kind, total in rows})
     return sums

@@ -17,19 +17,24 @@ from workers.billing import LAST_TICK_KEY, PAUSE_ENV, PAUSED_KEY
 
 
 def test_a_worker_killed_mid_tick_leaves_nothing_and_redelivery_bills_each_minute_once(
-        t0, invariants):
+    t0, invariants
+):
     from workers.billing import bill_active_rentals
 
     redis = get_redis()
-    parties = [create_party(price=f"{1 + i / 7:.4f}", balance="10000",
-                            start=t0 - timedelta(seconds=i))
-               for i in range(40)]
+    parties = [
+        create_party(price=f"{1 + i / 7:.4f}", balance="10000", start=t0 - timedelta(seconds=i))
+        for i in range(40)
+    ]
 
     doomed = worker_process({PAUSE_ENV: "60"}, name="billing-doomed")
     with running(doomed):
         bill_active_rentals.send()
-        wait_until(lambda: redis.get(PAUSED_KEY), timeout=60,
-                   what=f"the tick to be in flight\n{doomed.tail()}")
+        wait_until(
+            lambda: redis.get(PAUSED_KEY),
+            timeout=60,
+            what=f"the tick to be in flight\n{doomed.tail()}",
+        )
         # The tick has written every charge in its transaction and not committed yet.
         assert charge_count() == 0
         doomed.kill()
@@ -37,11 +42,16 @@ def test_a_worker_killed_mid_tick_leaves_nothing_and_redelivery_bills_each_minut
     assert not redis.exists(LAST_TICK_KEY)
 
     # A fresh worker finds the dead worker's unacked message and runs it again.
-    heir = worker_process({"DC_BROKER_HEARTBEAT_TIMEOUT_MS": "1500",
-                           "DC_BROKER_MAINTENANCE_CHANCE": "1000000"}, name="billing-heir")
+    heir = worker_process(
+        {"DC_BROKER_HEARTBEAT_TIMEOUT_MS": "1500", "DC_BROKER_MAINTENANCE_CHANCE": "1000000"},
+        name="billing-heir",
+    )
     with running(heir):
-        wait_until(lambda: redis.exists(LAST_TICK_KEY), timeout=60,
-                   what=f"the redelivered tick\n{heir.tail()}")
+        wait_until(
+            lambda: redis.exists(LAST_TICK_KEY),
+            timeout=60,
+            what=f"the redelivered tick\n{heir.tail()}",
+        )
 
     with session_scope() as session:
         charges = {c.rental_id: c for c in session.execute(select(BillingCharge)).scalars()}

@@ -36,14 +36,16 @@ def test_an_admin_top_up_credits_the_user_once(client, admin, user):
     assert _lines() == 1
 
 
-def test_the_same_reference_with_another_amount_or_user_is_a_conflict(client, admin, user,
-                                                                       other_user):
+def test_the_same_reference_with_another_amount_or_user_is_a_conflict(
+    client, admin, user, other_user
+):
     body = {"user_id": str(user.id), "amount": "5", "reference": "pay_9"}
     assert client.post(CREDITS, json=body, headers=admin.headers).status_code == 201
     changed = client.post(CREDITS, json={**body, "amount": "6"}, headers=admin.headers)
     assert changed.status_code == 409, changed.json
-    other = client.post(CREDITS, json={**body, "user_id": str(other_user.id)},
-                        headers=admin.headers)
+    other = client.post(
+        CREDITS, json={**body, "user_id": str(other_user.id)}, headers=admin.headers
+    )
     assert other.status_code == 409
     assert _lines() == 1
 
@@ -69,8 +71,25 @@ def test_a_top_up_by_a_non_admin_is_forbidden_and_writes_nothing(client, user):
     assert _lines() == 0
 
 
-@pytest.mark.parametrize("amount", ["-5", "0", "0.0000", "abc", "1.23456", 1.5, None, True,
-                                    "NaN", "Infinity", "", "1000000001", [], {}])
+@pytest.mark.parametrize(
+    "amount",
+    [
+        "-5",
+        "0",
+        "0.0000",
+        "abc",
+        "1.23456",
+        1.5,
+        None,
+        True,
+        "NaN",
+        "Infinity",
+        "",
+        "1000000001",
+        [],
+        {},
+    ],
+)
 def test_a_bad_amount_is_a_422_and_writes_nothing(client, admin, user, amount):
     body = {"user_id": str(user.id), "amount": amount, "reference": f"bad-{amount}"}
     response = client.post(CREDITS, json=body, headers=admin.headers)
@@ -79,10 +98,17 @@ def test_a_bad_amount_is_a_422_and_writes_nothing(client, admin, user, amount):
     assert _lines() == 0
 
 
-@pytest.mark.parametrize("change", [
-    {"reference": ""}, {"reference": " padded "}, {"reference": "x" * 256},
-    {"user_id": "not-a-uuid"}, {"reference": None}, {"unknown": 1},
-])
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"reference": ""},
+        {"reference": " padded "},
+        {"reference": "x" * 256},
+        {"user_id": "not-a-uuid"},
+        {"reference": None},
+        {"unknown": 1},
+    ],
+)
 def test_other_bad_top_up_input_is_a_422(client, admin, user, change):
     body = {"user_id": str(user.id), "amount": "1", "reference": "ok", **change}
     response = client.post(CREDITS, json=body, headers=admin.headers)
@@ -97,38 +123,44 @@ def test_a_top_up_for_an_unknown_user_is_404(client, admin):
 
 
 def test_a_body_that_is_not_json_is_a_400(client, admin):
-    response = client.post(CREDITS, data="{", headers={**admin.headers,
-                                                       "Content-Type": "application/json"})
+    response = client.post(
+        CREDITS, data="{", headers={**admin.headers, "Content-Type": "application/json"}
+    )
     assert response.status_code == 400
     assert _lines() == 0
 
 
-def test_the_ledger_is_paged_newest_first_and_shows_only_my_lines(client, admin, user,
-                                                                  other_user):
+def test_the_ledger_is_paged_newest_first_and_shows_only_my_lines(client, admin, user, other_user):
     for i in range(5):
         body = {"user_id": str(user.id), "amount": f"{i + 1}", "reference": f"pay_{i}"}
         assert client.post(CREDITS, json=body, headers=admin.headers).status_code == 201
-    client.post(CREDITS, json={"user_id": str(other_user.id), "amount": "9",
-                               "reference": "other"}, headers=admin.headers)
+    client.post(
+        CREDITS,
+        json={"user_id": str(other_user.id), "amount": "9", "reference": "other"},
+        headers=admin.headers,
+    )
     seen = []
     cursor = None
     while True:
         query = {"limit": 2} | ({"cursor": cursor} if cursor else {})
-        page = client.get("/api/v1/billing/transactions", query_string=query,
-                          headers=user.headers).json
+        page = client.get(
+            "/api/v1/billing/transactions", query_string=query, headers=user.headers
+        ).json
         seen += page["items"]
         cursor = page["next_cursor"]
         if cursor is None:
             break
     assert [item["reference_id"] for item in seen] == [f"pay_{i}" for i in reversed(range(5))]
     assert set(seen[0]) >= {"id", "amount", "type", "reference_id", "description", "created_at"}
-    bad = client.get("/api/v1/billing/transactions", query_string={"cursor": "bm9wZQ"},
-                     headers=user.headers)
+    bad = client.get(
+        "/api/v1/billing/transactions", query_string={"cursor": "bm9wZQ"}, headers=user.headers
+    )
     assert bad.status_code == 422
 
 
 def test_the_invariants_report_is_clean_after_billing_and_names_a_tampered_balance(
-        client, admin, user, tick, t0):
+    client, admin, user, tick, t0
+):
     party = create_party(price="6", start=t0)
     tick(t0 + timedelta(minutes=30))
     report = client.get("/api/v1/billing/invariants", headers=admin.headers)
@@ -136,8 +168,10 @@ def test_the_invariants_report_is_clean_after_billing_and_names_a_tampered_balan
     assert report.json["ok"] is True, report.json
     assert Decimal(report.json["totals"]["usage"]) == Decimal("3")
     with session_scope() as session:
-        session.execute(text("UPDATE users SET balance = balance + 0.0001 WHERE id = :u"),
-                        {"u": party.renter_id})
+        session.execute(
+            text("UPDATE users SET balance = balance + 0.0001 WHERE id = :u"),
+            {"u": party.renter_id},
+        )
     broken = client.get("/api/v1/billing/invariants", headers=admin.headers).json
     assert broken["ok"] is False
     checks = {d["check"] for d in broken["differences"]}
@@ -151,8 +185,9 @@ def test_the_billing_check_command_exits_nonzero_on_a_difference(app, tick, t0):
     tick(t0 + timedelta(minutes=5))
     assert runner.invoke(args=["billing-check"]).exit_code == 0
     with session_scope() as session:
-        session.execute(text("UPDATE rentals SET billed_minutes = 4 WHERE id = :r"),
-                        {"r": party.rental_id})
+        session.execute(
+            text("UPDATE rentals SET billed_minutes = 4 WHERE id = :r"), {"r": party.rental_id}
+        )
     result = runner.invoke(args=["billing-check"])
     assert result.exit_code == 1
     assert "rental_watermark_matches_charges" in result.output

@@ -36,8 +36,10 @@ def test_any_split_of_the_same_minutes_charges_the_amount_of_the_whole(price, cu
     assert amount_for_minutes(price, points[-1]) == quantize(price * points[-1] / 60)
 
 
-@given(amount=st.decimals(min_value=D("0"), max_value=D("100000"), places=4),
-       percent=st.decimals(min_value=D("0"), max_value=D("99.99"), places=2))
+@given(
+    amount=st.decimals(min_value=D("0"), max_value=D("100000"), places=4),
+    percent=st.decimals(min_value=D("0"), max_value=D("99.99"), places=2),
+)
 def test_the_fee_is_rounded_once_and_the_host_gets_the_exact_rest(amount, percent):
     host, fee = split_fee(amount, percent)
     assert host + fee == amount
@@ -45,20 +47,25 @@ def test_the_fee_is_rounded_once_and_the_host_gets_the_exact_rest(amount, percen
     assert host >= 0 and fee >= 0
 
 
-@hsettings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@hsettings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(price=prices, minutes=st.integers(min_value=0, max_value=10_000_000))
 def test_the_database_rounds_like_the_one_python_rule(app, price, minutes):
     with session_scope() as session:
-        in_sql = session.execute(text("SELECT ROUND(CAST(:p AS numeric) * :m / 60, 4)"),
-                                 {"p": price, "m": minutes}).scalar_one()
+        in_sql = session.execute(
+            text("SELECT ROUND(CAST(:p AS numeric) * :m / 60, 4)"), {"p": price, "m": minutes}
+        ).scalar_one()
     assert in_sql == amount_for_minutes(price, minutes)
 
 
-@hsettings(max_examples=15, deadline=None,
-           suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(price=prices,
-       ticks=st.lists(st.integers(min_value=1, max_value=6 * 3600 * 1000), min_size=1,
-                      max_size=12))
+@hsettings(
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    price=prices,
+    ticks=st.lists(st.integers(min_value=1, max_value=6 * 3600 * 1000), min_size=1, max_size=12),
+)
 def test_ticks_at_any_moments_bill_exactly_the_started_minutes(tick, t0, price, ticks):
     party = create_party(price=price, balance="1000000", start=t0)
     for ms in sorted(ticks):
@@ -84,13 +91,24 @@ def test_credit_minutes_left_of_an_empty_balance_or_a_free_price():
 
 
 def test_cost_so_far_adds_the_started_minutes_not_yet_billed(t0):
-    rental = Rental(status=RentalStatus.ACTIVE, cost_per_hour=D("6"), start_time=t0,
-                    billed_minutes=2, billed_amount=D("0.2"))
+    rental = Rental(
+        status=RentalStatus.ACTIVE,
+        cost_per_hour=D("6"),
+        start_time=t0,
+        billed_minutes=2,
+        billed_amount=D("0.2"),
+    )
     assert cost_so_far(rental, t0 + timedelta(minutes=2, seconds=1)) == D("0.3")
     assert cost_so_far(rental, t0 + timedelta(minutes=1)) == D("0.2")
 
 
 def test_cost_so_far_of_an_ended_rental_is_what_was_billed(t0):
-    rental = Rental(status=RentalStatus.COMPLETED, cost_per_hour=D("6"), start_time=t0,
-                    end_time=t0 + timedelta(hours=1), billed_minutes=7, billed_amount=D("0.7"))
+    rental = Rental(
+        status=RentalStatus.COMPLETED,
+        cost_per_hour=D("6"),
+        start_time=t0,
+        end_time=t0 + timedelta(hours=1),
+        billed_minutes=7,
+        billed_amount=D("0.7"),
+    )
     assert cost_so_far(rental, t0 + timedelta(days=3)) == D("0.7")

@@ -19,22 +19,32 @@ from tests.billing.factory import make_account, make_party
 
 
 def test_a_thousand_random_rentals_keep_every_invariant_to_the_last_ten_thousandth(
-        settings, t0, tick, invariants):
+    settings, t0, tick, invariants
+):
     rng = random.Random(20261127)
     parties = []
     expected_end = {}
     with session_scope() as session:
-        renters = [make_account(session, balance=Decimal(rng.randint(0, 400_000)) / 10_000)
-                   for _ in range(300)]
+        renters = [
+            make_account(session, balance=Decimal(rng.randint(0, 400_000)) / 10_000)
+            for _ in range(300)
+        ]
         hosts = [make_account(session) for _ in range(100)]
         for _ in range(1000):
-            start = t0 + timedelta(seconds=rng.randint(0, 6 * 3600), microseconds=rng.randint(0, 999_999))
+            start = t0 + timedelta(
+                seconds=rng.randint(0, 6 * 3600), microseconds=rng.randint(0, 999_999)
+            )
             offline = rng.random() < 0.1
             last_seen = start + timedelta(seconds=rng.randint(0, 5 * 3600))
-            party = make_party(session, price=Decimal(rng.randint(1, 500_000)) / 10_000,
-                               start=start, renter=rng.choice(renters), host=rng.choice(hosts),
-                               node_status=NodeStatus.OFFLINE if offline else NodeStatus.BUSY,
-                               last_seen_at=last_seen)
+            party = make_party(
+                session,
+                price=Decimal(rng.randint(1, 500_000)) / 10_000,
+                start=start,
+                renter=rng.choice(renters),
+                host=rng.choice(hosts),
+                node_status=NodeStatus.OFFLINE if offline else NodeStatus.BUSY,
+                last_seen_at=last_seen,
+            )
             parties.append(party)
             expected_end[party.rental_id] = last_seen if offline else None
 
@@ -62,9 +72,13 @@ def test_a_thousand_random_rentals_keep_every_invariant_to_the_last_ten_thousand
 
     with session_scope() as session:
         rows = {r.id: r for r in session.execute(select(Rental)).scalars()}
-        usage = dict(session.execute(
-            select(Transaction.rental_id, func.sum(Transaction.amount))
-            .where(Transaction.kind == "usage").group_by(Transaction.rental_id)).all())
+        usage = dict(
+            session.execute(
+                select(Transaction.rental_id, func.sum(Transaction.amount))
+                .where(Transaction.kind == "usage")
+                .group_by(Transaction.rental_id)
+            ).all()
+        )
         negative = session.execute(text_negative()).scalar_one()
     assert negative == 0
     short = 0

@@ -114,25 +114,37 @@ def test_the_database_refuses_a_second_charge_for_the_same_minutes(tick, t0):
     overlapping = [(0, 3), (2, 6), (4, 9)]
     for first, last in overlapping:
         with pytest.raises(IntegrityError), session_scope() as session:
-            session.execute(text(
-                "INSERT INTO billing_charges (id, rental_id, renter_id, host_id, from_minute, "
-                "to_minute, nominal, amount, fee, billed_until) VALUES (gen_random_uuid(), :r, "
-                ":u, :h, :a, :b, 0.1, 0.1, 0.01, now())"),
-                {"r": party.rental_id, "u": party.renter_id, "h": party.host_id, "a": first,
-                 "b": last})
+            session.execute(
+                text(
+                    "INSERT INTO billing_charges (id, rental_id, renter_id, host_id, from_minute, "
+                    "to_minute, nominal, amount, fee, billed_until) VALUES (gen_random_uuid(), :r, "
+                    ":u, :h, :a, :b, 0.1, 0.1, 0.01, now())"
+                ),
+                {
+                    "r": party.rental_id,
+                    "u": party.renter_id,
+                    "h": party.host_id,
+                    "a": first,
+                    "b": last,
+                },
+            )
     assert charge_count(party.rental_id) == 1
 
 
 def test_a_renter_who_runs_out_pays_what_the_balance_covers_and_the_rental_is_stopped(
-        app, t0, invariants):
+    app, t0, invariants
+):
     from workers.billing import bill_active_rentals
 
     # 6.00/h is 0.10 a minute; 0.25 pays two minutes and half of the third.
     party = create_party(price="6", balance="0.25", start=t0 - timedelta(minutes=10))
     bill_active_rentals.fn()
     assert balance_of(party.renter_id) == D("0")
-    assert ledger(party.rental_id) == {"usage": D("0.25"), "earning": D("0.2250"),
-                                       "fee": D("0.0250")}
+    assert ledger(party.rental_id) == {
+        "usage": D("0.25"),
+        "earning": D("0.2250"),
+        "fee": D("0.0250"),
+    }
     assert queued_stops() == [[str(party.rental_id), "insufficient balance"]]
     assert invariants()["ok"], invariants()
 
@@ -148,8 +160,10 @@ def test_a_rental_already_being_stopped_is_not_asked_to_stop_again(tick, t0):
     party = create_party(price="6", balance="0.15", start=t0)
     assert tick(t0 + timedelta(minutes=1, seconds=1)).to_stop == [party.rental_id]
     with session_scope() as session:
-        session.execute(text("UPDATE rentals SET stop_requested_at = now() WHERE id = :r"),
-                        {"r": party.rental_id})
+        session.execute(
+            text("UPDATE rentals SET stop_requested_at = now() WHERE id = :r"),
+            {"r": party.rental_id},
+        )
     run = tick(t0 + timedelta(minutes=3, seconds=1))
     assert run.to_stop == []
     assert balance_of(party.renter_id) == D("0")  # the last minutes took what was left
@@ -160,11 +174,17 @@ def test_minutes_no_balance_covered_are_not_charged_after_a_top_up(tick, t0):
     tick(t0 + timedelta(minutes=3))
     assert balance_of(party.renter_id) == D("0")
     with session_scope() as session:
-        session.execute(text("UPDATE users SET balance = balance + 5 WHERE id = :u"),
-                        {"u": party.renter_id})
-        session.execute(text("INSERT INTO transactions (id, user_id, amount, type, kind, "
-                             "reference_id) VALUES (gen_random_uuid(), :u, 5, 'credit', "
-                             "'topup', 'late-top-up')"), {"u": party.renter_id})
+        session.execute(
+            text("UPDATE users SET balance = balance + 5 WHERE id = :u"), {"u": party.renter_id}
+        )
+        session.execute(
+            text(
+                "INSERT INTO transactions (id, user_id, amount, type, kind, "
+                "reference_id) VALUES (gen_random_uuid(), :u, 5, 'credit', "
+                "'topup', 'late-top-up')"
+            ),
+            {"u": party.renter_id},
+        )
     tick(t0 + timedelta(minutes=4))
     # Minutes 1-3 were covered by 0.05 only; minute 4 is paid in full.
     assert ledger(party.rental_id)["usage"] == D("0.15")
@@ -188,8 +208,12 @@ def test_a_renters_rentals_are_paid_oldest_first_when_the_balance_runs_out(tick,
 
 
 def test_minutes_after_the_last_heartbeat_of_an_offline_node_are_free(tick, t0, invariants):
-    party = create_party(price="6", start=t0, node_status=NodeStatus.OFFLINE,
-                         last_seen_at=t0 + timedelta(minutes=4, seconds=10))
+    party = create_party(
+        price="6",
+        start=t0,
+        node_status=NodeStatus.OFFLINE,
+        last_seen_at=t0 + timedelta(minutes=4, seconds=10),
+    )
     tick(t0 + timedelta(minutes=30))
     assert rental_row(party.rental_id).billed_minutes == 5
     assert ledger(party.rental_id)["usage"] == D("0.5")
@@ -221,9 +245,13 @@ def test_an_offline_spell_is_not_billed_when_the_node_comes_back(tick, t0, setti
 
 def _move_last_event(node_id, at) -> None:
     with session_scope() as session:
-        session.execute(text(
-            "UPDATE node_status_events SET at = :at WHERE id = (SELECT max(id) FROM "
-            "node_status_events WHERE node_id = :n)"), {"at": at, "n": node_id})
+        session.execute(
+            text(
+                "UPDATE node_status_events SET at = :at WHERE id = (SELECT max(id) FROM "
+                "node_status_events WHERE node_id = :n)"
+            ),
+            {"at": at, "n": node_id},
+        )
 
 
 def test_settling_bills_the_final_partial_minute(app, t0):
@@ -238,8 +266,12 @@ def test_settling_bills_the_final_partial_minute(app, t0):
 
 
 def test_settling_a_rental_on_an_offline_node_stops_at_its_last_heartbeat(app, t0):
-    party = create_party(price="6", start=t0, node_status=NodeStatus.OFFLINE,
-                         last_seen_at=t0 + timedelta(minutes=2, seconds=5))
+    party = create_party(
+        price="6",
+        start=t0,
+        node_status=NodeStatus.OFFLINE,
+        last_seen_at=t0 + timedelta(minutes=2, seconds=5),
+    )
     with session_scope() as session:
         from app.rentals.models import Rental
 
@@ -298,8 +330,9 @@ def test_a_rental_ended_while_a_tick_runs_is_billed_exactly_once(settings, t0, i
         try:
             with session_scope() as session:
                 barrier.wait()
-                service.bill_active_rentals(session, now=end + timedelta(minutes=5),
-                                            settings=settings)
+                service.bill_active_rentals(
+                    session, now=end + timedelta(minutes=5), settings=settings
+                )
         except BaseException as exc:
             errors.append(exc)
 
@@ -308,8 +341,16 @@ def test_a_rental_ended_while_a_tick_runs_is_billed_exactly_once(settings, t0, i
             with session_scope() as session:
                 # As the rentals domain ends a rental: its row locked, then settled.
                 ids = [p.rental_id for p in parties[::2]]
-                rentals = session.execute(select(Rental).where(Rental.id.in_(ids))
-                                          .order_by(Rental.id).with_for_update()).scalars().all()
+                rentals = (
+                    session.execute(
+                        select(Rental)
+                        .where(Rental.id.in_(ids))
+                        .order_by(Rental.id)
+                        .with_for_update()
+                    )
+                    .scalars()
+                    .all()
+                )
                 barrier.wait()
                 for rental in rentals:
                     rental.status, rental.end_time = RentalStatus.COMPLETED, end

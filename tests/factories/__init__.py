@@ -7,8 +7,16 @@ from typing import Any
 
 _NODE: dict[str, Any] = {
     "name": "rig-1",
-    "specs": {"gpu_model": "RTX 4090", "gpu_count": 2, "gpu_vram_gb": 24, "tflops": 82.6,
-              "cpu_cores": 16, "ram_gb": 64, "disk_gb": 1000, "cuda_version": "12.4"},
+    "specs": {
+        "gpu_model": "RTX 4090",
+        "gpu_count": 2,
+        "gpu_vram_gb": 24,
+        "tflops": 82.6,
+        "cpu_cores": 16,
+        "ram_gb": 64,
+        "disk_gb": 1000,
+        "cuda_version": "12.4",
+    },
     "pricing": {"hourly_rate": "1.2000", "auto_match_market": False},
     "location": {"country": "US", "city": "Austin", "lat": 30.2672, "lng": -97.7431},
 }

@@ -14,13 +14,29 @@ from typing import Any
 
 import websocket
 
-SPECS = {"gpu_model": "RTX 4090", "gpu_count": 2, "gpu_vram_gb": 24, "cpu_cores": 16,
-         "ram_gb": 62.8, "disk_gb": 931.5, "cuda_version": "12.4",
-         "gpus": [{"index": 0, "uuid": "GPU-a", "name": "RTX 4090", "vram_mb": 24564},
-                  {"index": 1, "uuid": "GPU-b", "name": "RTX 4090", "vram_mb": 24564}]}
-METRICS = {"cpu_temp": 55.0, "cpu_utilization": 12.5, "gpu_temp": [61.0, 63.0],
-           "gpu_utilization": [90.0, 80.0], "gpu_memory_used_mb": [1000.0, 2000.0],
-           "gpu_power_w": [300.0, 310.0], "ram_usage_mb": 4096.0, "disk_usage_gb": 120.0}
+SPECS = {
+    "gpu_model": "RTX 4090",
+    "gpu_count": 2,
+    "gpu_vram_gb": 24,
+    "cpu_cores": 16,
+    "ram_gb": 62.8,
+    "disk_gb": 931.5,
+    "cuda_version": "12.4",
+    "gpus": [
+        {"index": 0, "uuid": "GPU-a", "name": "RTX 4090", "vram_mb": 24564},
+        {"index": 1, "uuid": "GPU-b", "name": "RTX 4090", "vram_mb": 24564},
+    ],
+}
+METRICS = {
+    "cpu_temp": 55.0,
+    "cpu_utilization": 12.5,
+    "gpu_temp": [61.0, 63.0],
+    "gpu_utilization": [90.0, 80.0],
+    "gpu_memory_used_mb": [1000.0, 2000.0],
+    "gpu_power_w": [300.0, 310.0],
+    "ram_usage_mb": 4096.0,
+    "disk_usage_gb": 120.0,
+}
 
 
 class SimAgent:
@@ -32,10 +48,16 @@ class SimAgent:
         self.welcome: dict[str, Any] | None = None
         self.received: list[dict[str, Any]] = []
 
-    def connect(self, *, hello: bool = True, containers: list[dict[str, Any]] | None = None,
-                specs: dict[str, Any] | None = None) -> SimAgent:
+    def connect(
+        self,
+        *,
+        hello: bool = True,
+        containers: list[dict[str, Any]] | None = None,
+        specs: dict[str, Any] | None = None,
+    ) -> SimAgent:
         self.ws = websocket.create_connection(
-            self.url, header=[f"Authorization: Bearer {self.api_key}"], timeout=10)
+            self.url, header=[f"Authorization: Bearer {self.api_key}"], timeout=10
+        )
         self.welcome = self.recv()
         assert self.welcome["event"] == "welcome", self.welcome
         if hello:
@@ -52,15 +74,25 @@ class SimAgent:
         assert self.ws is not None
         self.ws.send(text)
 
-    def hello(self, *, containers: list[dict[str, Any]] | None = None,
-              specs: dict[str, Any] | None = None) -> None:
-        self.send("hello", {"agent_version": "0.1.0-sim", "specs": specs or SPECS,
-                            "containers": containers or []})
+    def hello(
+        self, *, containers: list[dict[str, Any]] | None = None, specs: dict[str, Any] | None = None
+    ) -> None:
+        self.send(
+            "hello",
+            {"agent_version": "0.1.0-sim", "specs": specs or SPECS, "containers": containers or []},
+        )
 
-    def heartbeat(self, metrics: dict[str, Any] | None = None, *, node_id: str | None = None,
-                  status: str = "online") -> None:
-        self.send("heartbeat", {"node_id": node_id or self.node_id, "status": status,
-                                "metrics": metrics or METRICS})
+    def heartbeat(
+        self,
+        metrics: dict[str, Any] | None = None,
+        *,
+        node_id: str | None = None,
+        status: str = "online",
+    ) -> None:
+        self.send(
+            "heartbeat",
+            {"node_id": node_id or self.node_id, "status": status, "metrics": metrics or METRICS},
+        )
 
     def ack(self, command_id: str) -> None:
         self.send("ack", {"id": command_id})

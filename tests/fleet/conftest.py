@@ -29,8 +29,22 @@ def fleet_server(_database) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def fleet_worker(_database) -> Iterator[Proc]:
     """A worker for the fleet queue only: rental events stay queued where tests can read them."""
-    proc = Proc("fleet-worker", [sys.executable, "-m", "dramatiq", "workers", "--processes", "1",
-                                 "--threads", "2", "--queues", "fleet", "system"])
+    proc = Proc(
+        "fleet-worker",
+        [
+            sys.executable,
+            "-m",
+            "dramatiq",
+            "workers",
+            "--processes",
+            "1",
+            "--threads",
+            "2",
+            "--queues",
+            "fleet",
+            "system",
+        ],
+    )
     with running(proc):
         yield proc
 

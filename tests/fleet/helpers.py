@@ -31,19 +31,30 @@ def set_node(node_id: uuid.UUID, **values: object) -> None:
 
 def history(node_id: uuid.UUID) -> list[tuple[NodeStatus, str | None]]:
     with session_scope() as session:
-        rows = session.execute(select(NodeStatusEvent.status, NodeStatusEvent.reason)
-                               .where(NodeStatusEvent.node_id == node_id)
-                               .order_by(NodeStatusEvent.id)).all()
+        rows = session.execute(
+            select(NodeStatusEvent.status, NodeStatusEvent.reason)
+            .where(NodeStatusEvent.node_id == node_id)
+            .order_by(NodeStatusEvent.id)
+        ).all()
         return [(NodeStatus(status), reason) for status, reason in rows]
 
 
-def make_rental(node_id: uuid.UUID, renter_id: uuid.UUID, *,
-                status: RentalStatus = RentalStatus.ACTIVE,
-                container_id: str | None = None) -> uuid.UUID:
+def make_rental(
+    node_id: uuid.UUID,
+    renter_id: uuid.UUID,
+    *,
+    status: RentalStatus = RentalStatus.ACTIVE,
+    container_id: str | None = None,
+) -> uuid.UUID:
     with session_scope() as session:
-        rental = Rental(renter_id=renter_id, node_id=node_id, status=status,
-                        image="localhost/busybox:latest", cost_per_hour=Decimal("1.2000"),
-                        container_id=container_id)
+        rental = Rental(
+            renter_id=renter_id,
+            node_id=node_id,
+            status=status,
+            image="localhost/busybox:latest",
+            cost_per_hour=Decimal("1.2000"),
+            container_id=container_id,
+        )
         session.add(rental)
         session.flush()
         return rental.id

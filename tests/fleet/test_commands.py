@@ -53,9 +53,12 @@ def test_unacked_command_is_sent_again_after_reconnect_and_only_once_per_connect
 
 
 def test_commands_arrive_in_the_order_they_were_sent(agents, node):
-    ids = [commands.send_to_node(node.id, "stop_instance",
-                                 {"rental_id": str(uuid.uuid4()), "container_id": f"c-{i}"})
-           for i in range(5)]
+    ids = [
+        commands.send_to_node(
+            node.id, "stop_instance", {"rental_id": str(uuid.uuid4()), "container_id": f"c-{i}"}
+        )
+        for i in range(5)
+    ]
     agent = agents(node).connect()
     received = [agent.recv_event("stop_instance")["id"] for _ in ids]
     assert received == ids
@@ -85,8 +88,9 @@ def test_send_to_node_refuses_invalid_commands(node):
     with pytest.raises(ProtocolError):
         commands.send_to_node(node.id, "stop_instance", {"rental_id": "not-a-uuid"})
     with pytest.raises(ProtocolError):
-        commands.send_to_node(node.id, "start_instance",
-                              {"rental_id": str(uuid.uuid4()), "image": "Bad Image!"})
+        commands.send_to_node(
+            node.id, "start_instance", {"rental_id": str(uuid.uuid4()), "image": "Bad Image!"}
+        )
     with pytest.raises(ValueError):
         commands.send_to_node(node.id, "error", {"code": "x", "message": "y"})
     assert commands.pending_count(node.id) == 0

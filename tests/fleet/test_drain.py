@@ -24,9 +24,11 @@ def test_drain_hides_the_node_and_tells_its_agent(client, agents, node):
 
 
 def test_drain_reaches_an_agent_that_connects_later_and_its_welcome_says_draining(
-        client, agents, node):
-    assert client.post(f"/api/v1/nodes/{node.id}/drain",
-                       headers=node.owner.headers).status_code == 202
+    client, agents, node
+):
+    assert (
+        client.post(f"/api/v1/nodes/{node.id}/drain", headers=node.owner.headers).status_code == 202
+    )
     agent = agents(node).connect()
     assert agent.welcome is not None and agent.welcome["data"]["draining"] is True
     assert agent.recv_event("drain_node")["data"]["node_id"] == str(node.id)

@@ -20,8 +20,7 @@ def _seen(*node_ids, at: float | None = None) -> None:
     live.write_sightings(get_redis(), [live.Sighting(str(n), now, "online") for n in node_ids])
 
 
-def test_silent_node_goes_offline_and_comes_back_on_its_next_heartbeat(
-        agents, node, fleet_worker):
+def test_silent_node_goes_offline_and_comes_back_on_its_next_heartbeat(agents, node, fleet_worker):
     agent = agents(node).connect()
     agent.heartbeat()
     wait_until(lambda: node_row(node.id).status == NodeStatus.ONLINE, 10, what="online")
@@ -31,9 +30,11 @@ def test_silent_node_goes_offline_and_comes_back_on_its_next_heartbeat(
 
     agent.heartbeat()  # the socket asks a worker to bring it back without waiting for a sweep
     wait_until(lambda: node_row(node.id).status == NodeStatus.ONLINE, 10, what="back online")
-    assert history(node.id) == [(NodeStatus.ONLINE, "agent connected"),
-                                (NodeStatus.OFFLINE, f"no heartbeat for {TIMEOUT}s"),
-                                (NodeStatus.ONLINE, "heartbeats resumed")]
+    assert history(node.id) == [
+        (NodeStatus.ONLINE, "agent connected"),
+        (NodeStatus.OFFLINE, f"no heartbeat for {TIMEOUT}s"),
+        (NodeStatus.ONLINE, "heartbeats resumed"),
+    ]
 
 
 def test_liveness_job_flushes_last_seen_to_postgres_in_one_pass(register_node, user):
@@ -70,7 +71,8 @@ def test_node_never_seen_stays_offline_without_history(node):
 
 
 def test_busy_and_maintenance_nodes_go_offline_and_come_back_as_they_were(
-        register_node, user, other_user):
+    register_node, user, other_user
+):
     busy, resting = register_node(user), register_node(user)
     make_rental(busy.id, other_user.id, status=RentalStatus.ACTIVE)
     _seen(busy.id, resting.id)
@@ -89,8 +91,11 @@ def test_busy_and_maintenance_nodes_go_offline_and_come_back_as_they_were(
     check_node_liveness.fn()
     assert node_row(busy.id).status == NodeStatus.BUSY
     assert node_row(resting.id).status == NodeStatus.MAINTENANCE
-    assert [s for s, _ in history(busy.id)] == [NodeStatus.BUSY, NodeStatus.OFFLINE,
-                                                NodeStatus.BUSY]
+    assert [s for s, _ in history(busy.id)] == [
+        NodeStatus.BUSY,
+        NodeStatus.OFFLINE,
+        NodeStatus.BUSY,
+    ]
 
 
 def test_liveness_runs_often_enough_for_the_timeout(settings):

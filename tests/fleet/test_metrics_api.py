@@ -27,8 +27,9 @@ def test_metrics_endpoint_returns_the_means_of_what_was_written(client, node):
     writer = _write(str(node.id), [(now_ms - 2000, first), (now_ms - 1000, second)])
     assert writer.batches_written == 1
 
-    response = client.get(f"/api/v1/nodes/{node.id}/metrics?since=10m&every=10m",
-                          headers=node.owner.headers)
+    response = client.get(
+        f"/api/v1/nodes/{node.id}/metrics?since=10m&every=10m", headers=node.owner.headers
+    )
     assert response.status_code == 200, response.json
     body = response.json
     assert body["node_id"] == str(node.id) and body["every"] == "10m"
@@ -48,8 +49,9 @@ def test_metrics_from_a_live_agent_reach_the_endpoint(client, agents, node):
     agent.heartbeat()
 
     def series():
-        body = client.get(f"/api/v1/nodes/{node.id}/metrics?since=5m&every=1m",
-                          headers=node.owner.headers).json
+        body = client.get(
+            f"/api/v1/nodes/{node.id}/metrics?since=5m&every=1m", headers=node.owner.headers
+        ).json
         return body["node"] and body
 
     body = wait_until(series, 10, what="the heartbeat in the metrics series")
@@ -68,7 +70,8 @@ def test_the_writer_creates_the_database_with_a_retention_policy(node, settings)
 
     _write(str(node.id), [(int(time.time() * 1000), METRICS)])
     body = InfluxClient.from_settings().query(
-        f'SHOW RETENTION POLICIES ON "{settings.influxdb_database}"')
+        f'SHOW RETENTION POLICIES ON "{settings.influxdb_database}"'
+    )
     series = body["results"][0]["series"][0]
     policies = [dict(zip(series["columns"], row, strict=True)) for row in series["values"]]
     ours = next(p for p in policies if p["name"] == "dc_metrics")
@@ -76,32 +79,35 @@ def test_the_writer_creates_the_database_with_a_retention_policy(node, settings)
 
 
 def test_metrics_of_another_hosts_node_are_not_found_but_admins_see_them(
-        client, node, other_user, admin):
-    assert client.get(f"/api/v1/nodes/{node.id}/metrics",
-                      headers=other_user.headers).status_code == 404
+    client, node, other_user, admin
+):
+    assert (
+        client.get(f"/api/v1/nodes/{node.id}/metrics", headers=other_user.headers).status_code
+        == 404
+    )
     assert client.get(f"/api/v1/nodes/{node.id}/metrics").status_code == 401
-    assert client.get(f"/api/v1/nodes/{node.id}/metrics",
-                      headers=admin.headers).status_code == 200
+    assert client.get(f"/api/v1/nodes/{node.id}/metrics", headers=admin.headers).status_code == 200
 
 
-@pytest.mark.parametrize("query, field", [
-    ("since=forever", "since"),
-    ("since=1y", "since"),
-    ("since=0h", "since"),
-    ("since=91d", "since"),
-    ("since=1h&every=1s", "every"),
-    ("since=1h&every=2h", "every"),
-    ("since=7d&every=10s", "every"),
-    ("since=1h&every=1m;DROP", "every"),
-])
+@pytest.mark.parametrize(
+    "query, field",
+    [
+        ("since=forever", "since"),
+        ("since=1y", "since"),
+        ("since=0h", "since"),
+        ("since=91d", "since"),
+        ("since=1h&every=1s", "every"),
+        ("since=1h&every=2h", "every"),
+        ("since=7d&every=10s", "every"),
+        ("since=1h&every=1m;DROP", "every"),
+    ],
+)
 def test_bad_windows_are_refused_with_422_naming_the_parameter(client, node, query, field):
-    response = client.get(f"/api/v1/nodes/{node.id}/metrics?{query}",
-                          headers=node.owner.headers)
+    response = client.get(f"/api/v1/nodes/{node.id}/metrics?{query}", headers=node.owner.headers)
     assert response.status_code == 422, response.json
     assert field in str(response.json["errors"])
 
 
 def test_a_long_window_without_every_gets_about_300_buckets(client, node):
-    body = client.get(f"/api/v1/nodes/{node.id}/metrics?since=7d",
-                      headers=node.owner.headers).json
+    body = client.get(f"/api/v1/nodes/{node.id}/metrics?since=7d", headers=node.owner.headers).json
     assert body["every"] == "2040s"

@@ -20,7 +20,8 @@ from tests.procs import wait_until
 def _influx_rows(node_id: str) -> list[dict]:
     body = InfluxClient.from_settings().query(
         f'SELECT * FROM "{MEASUREMENT}" WHERE "node_id" = $node AND time > now() - 10m',
-        params={"node": node_id})
+        params={"node": node_id},
+    )
     rows = []
     for series in body["results"][0].get("series", []):
         rows += [dict(zip(series["columns"], values, strict=True)) for values in series["values"]]
@@ -32,9 +33,14 @@ def test_heartbeat_reaches_redis_and_influxdb(agents, node):
     sent_at = time.time()
     agent.heartbeat()
 
-    live_hash = wait_until(lambda: get_redis().hgetall(live.live_key(str(node.id))).get("status")
-                           and get_redis().hgetall(live.live_key(str(node.id))), 5,
-                           what="the live hash")
+    live_hash = wait_until(
+        lambda: (
+            get_redis().hgetall(live.live_key(str(node.id))).get("status")
+            and get_redis().hgetall(live.live_key(str(node.id)))
+        ),
+        5,
+        what="the live hash",
+    )
     assert live_hash["status"] == "online"
     assert abs(int(live_hash["last_seen"]) - sent_at) < 5
     assert live_hash["gpu_temp_max"] == "63"
@@ -44,8 +50,11 @@ def test_heartbeat_reaches_redis_and_influxdb(agents, node):
     # Counted for the ops heartbeats/s figure; the hello before it is not a heartbeat.
     assert get_redis().get(live.HEARTBEATS_COUNTER) == "1"
 
-    rows = wait_until(lambda: len(_influx_rows(str(node.id))) >= 3 and _influx_rows(str(node.id)),
-                      10, what="points in InfluxDB")
+    rows = wait_until(
+        lambda: len(_influx_rows(str(node.id))) >= 3 and _influx_rows(str(node.id)),
+        10,
+        what="points in InfluxDB",
+    )
     node_rows = [r for r in rows if r["gpu"] is None]
     gpu_rows = {r["gpu"]: r for r in rows if r["gpu"] is not None}
     assert len(node_rows) == 1 and node_rows[0]["cpu_temp"] == METRICS["cpu_temp"]
@@ -74,13 +83,21 @@ def test_malformed_frames_get_error_frames_and_the_connection_stays_up(agents, n
         ("[1, 2]", "invalid_frame"),
         (json.dumps({"data": {}}), "invalid_frame"),
         (json.dumps({"event": "reboot", "data": {}}), "unknown_event"),
-        (json.dumps({"event": "heartbeat", "data": {"node_id": str(node.id), "status": "online",
-                                                    "metrics": {"ram_usage_mb": "lots",
-                                                                "disk_usage_gb": 1}}}),
-         "invalid_data"),
+        (
+            json.dumps(
+                {
+                    "event": "heartbeat",
+                    "data": {
+                        "node_id": str(node.id),
+                        "status": "online",
+                        "metrics": {"ram_usage_mb": "lots", "disk_usage_gb": 1},
+                    },
+                }
+            ),
+            "invalid_data",
+        ),
         (json.dumps({"event": "heartbeat", "data": {"node_id": 7}}), "invalid_data"),
-        (json.dumps({"event": "instance_started", "data": {"rental_id": "nope"}}),
-         "invalid_data"),
+        (json.dumps({"event": "instance_started", "data": {"rental_id": "nope"}}), "invalid_data"),
     ]
     for raw, code in cases:
         agent.send_raw(raw)
@@ -88,13 +105,15 @@ def test_malformed_frames_get_error_frames_and_the_connection_stays_up(agents, n
         assert error["data"]["code"] == code, (raw, error)
 
     agent.heartbeat()  # still connected, still served
-    wait_until(lambda: get_redis().hget(live.live_key(str(node.id)), "status") == "online", 5,
-               what="a heartbeat after the bad frames")
+    wait_until(
+        lambda: get_redis().hget(live.live_key(str(node.id)), "status") == "online",
+        5,
+        what="a heartbeat after the bad frames",
+    )
     assert get_redis().hget(live.live_key(str(node.id)), "ram_usage_mb") == "4096"
 
 
-def test_an_oversized_frame_closes_only_that_connection(agents, node, other_user,
-                                                        register_node):
+def test_an_oversized_frame_closes_only_that_connection(agents, node, other_user, register_node):
     bystander_node = register_node(other_user)
     bystander = agents(bystander_node).connect()
     agent = agents(node).connect()
@@ -106,8 +125,11 @@ def test_an_oversized_frame_closes_only_that_connection(agents, node, other_user
     assert code == 1009
 
     bystander.heartbeat()
-    wait_until(lambda: get_redis().hget(live.live_key(str(bystander_node.id)), "status"), 5,
-               what="the other agent still served")
+    wait_until(
+        lambda: get_redis().hget(live.live_key(str(bystander_node.id)), "status"),
+        5,
+        what="the other agent still served",
+    )
     assert agents(node).connect().welcome is not None
 
 
@@ -117,8 +139,11 @@ def test_frames_before_hello_are_refused(agents, node):
     assert agent.recv_event("error")["data"]["code"] == "hello_expected"
     agent.hello()
     agent.heartbeat()
-    wait_until(lambda: get_redis().hget(live.live_key(str(node.id)), "status") == "online", 5,
-               what="the heartbeat after hello")
+    wait_until(
+        lambda: get_redis().hget(live.live_key(str(node.id)), "status") == "online",
+        5,
+        what="the heartbeat after hello",
+    )
 
 
 def test_a_flood_of_frames_is_rate_limited_then_closed(agents, node):
@@ -138,8 +163,11 @@ def test_a_flood_of_frames_is_rate_limited_then_closed(agents, node):
     codes = [f["data"]["code"] for f in agent.received if f["event"] == "error"]
     assert "rate_limited" in codes
     # The first heartbeats within the burst allowance were taken.
-    wait_until(lambda: get_redis().hget(live.live_key(str(node.id)), "status") == "online", 5,
-               what="the heartbeats within the burst")
+    wait_until(
+        lambda: get_redis().hget(live.live_key(str(node.id)), "status") == "online",
+        5,
+        what="the heartbeats within the burst",
+    )
     fresh = agents(node).connect()
     assert fresh.welcome is not None
 
@@ -149,8 +177,9 @@ def test_instance_events_are_handed_to_the_rental_actors(agents, node):
     agent = agents(node).connect()
     agent.send("instance_started", {"rental_id": rental_id, "container_id": "c-1"})
     agent.send("instance_failed", {"rental_id": rental_id, "reason": "image not found"})
-    agent.send("instance_stopped", {"rental_id": rental_id, "container_id": "c-1",
-                                    "exit_code": 137})
+    agent.send(
+        "instance_stopped", {"rental_id": rental_id, "container_id": "c-1", "exit_code": 137}
+    )
 
     def by_actor() -> dict[str, list]:
         return {m["actor_name"]: m["args"] for m in queued_messages("rentals")}
@@ -169,8 +198,11 @@ def test_second_connection_for_a_node_replaces_the_first(agents, node):
     code, reason = first.wait_closed()
     assert code == 4000 and "replaced" in reason
     second.heartbeat()
-    wait_until(lambda: get_redis().hget(live.live_key(str(node.id)), "status") == "online", 5,
-               what="the second connection's heartbeat")
+    wait_until(
+        lambda: get_redis().hget(live.live_key(str(node.id)), "status") == "online",
+        5,
+        what="the second connection's heartbeat",
+    )
 
 
 def test_server_shutdown_closes_agent_sockets_at_once_and_keeps_their_heartbeats(agents, node):
@@ -182,8 +214,11 @@ def test_server_shutdown_closes_agent_sockets_at_once_and_keeps_their_heartbeats
         wait_http(f"http://127.0.0.1:{port}/api/v1/health", proc=proc)
         agent = agents(node, base_url=f"http://127.0.0.1:{port}").connect()
         agent.heartbeat()
-        wait_until(lambda: get_redis().hget(live.live_key(str(node.id)), "status"), 5,
-                   what="the heartbeat stored")
+        wait_until(
+            lambda: get_redis().hget(live.live_key(str(node.id)), "status"),
+            5,
+            what="the heartbeat stored",
+        )
         started = time.monotonic()
         proc.stop(timeout=15)
         code, _ = agent.wait_closed(timeout=1)

@@ -8,8 +8,12 @@ import websocket
 
 from tests.fleet.agent_sim import SimAgent
 
-UPGRADE = {"Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
-           "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}
+UPGRADE = {
+    "Connection": "Upgrade",
+    "Upgrade": "websocket",
+    "Sec-WebSocket-Version": "13",
+    "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+}
 
 
 def _handshake_status(base_url: str, headers: dict[str, str]) -> requests.Response:
@@ -41,7 +45,8 @@ def test_valid_key_gets_a_welcome_naming_its_node(agents, node):
 
 
 def test_welcome_carries_the_tunnel_settings_so_a_restarted_agent_rebuilds_its_proxies(
-        agents, node):
+    agents, node
+):
     tunnel = agents(node).connect(hello=False).welcome["data"]["tunnel"]
     assert tunnel["user"] == f"node-{node.id}"
     assert tunnel["token"] == "test-frps-token"

@@ -32,13 +32,19 @@ def all_pages(client, user, **params):
             return ids, pages
 
 
-@pytest.mark.parametrize("params", [
-    {"sort": "price"}, {"sort": "-price"}, {"sort": "tflops"}, {"sort": "value"},
-    {"sort": "distance", "near": "52.52,13.405"}, {"near": "40.7,-74.0"},
-    {"q": "cpu_cores>=1"},
-])
-def test_pages_cover_every_offer_once_in_the_order_of_one_long_page(client, user, market,
-                                                                    params):
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"sort": "price"},
+        {"sort": "-price"},
+        {"sort": "tflops"},
+        {"sort": "value"},
+        {"sort": "distance", "near": "52.52,13.405"},
+        {"near": "40.7,-74.0"},
+        {"q": "cpu_cores>=1"},
+    ],
+)
+def test_pages_cover_every_offer_once_in_the_order_of_one_long_page(client, user, market, params):
     whole = [i["node_id"] for i in search(client, user, limit=200, **params)["items"]]
     paged, pages = all_pages(client, user, limit=2, **params)
     assert paged == whole
@@ -52,8 +58,7 @@ def test_equal_prices_are_paged_by_id_without_loss_or_repeat(client, user):
     assert sorted(paged) == sorted(ids)
 
 
-def test_the_next_page_continues_after_the_last_offer_while_offers_change(client, user,
-                                                                          market):
+def test_the_next_page_continues_after_the_last_offer_while_offers_change(client, user, market):
     first = search(client, user, sort="price", limit=3)
     seen = [i["node_id"] for i in first["items"]]
     # Meanwhile: an offer already shown is rented, a cheaper one appears, a later one goes away.
@@ -63,17 +68,24 @@ def test_the_next_page_continues_after_the_last_offer_while_offers_change(client
     second = search(client, user, sort="price", limit=3, cursor=first["next_cursor"])
     rest = [i["node_id"] for i in second["items"]]
     assert not set(rest) & set(seen)
-    assert rest == [str(market["nyc-2x4090"]), str(market["amsterdam-cpu"]),
-                    str(market["paris-8xh100"])]
+    assert rest == [
+        str(market["nyc-2x4090"]),
+        str(market["amsterdam-cpu"]),
+        str(market["paris-8xh100"]),
+    ]
     assert second["next_cursor"] is None
 
 
 def test_a_cursor_from_another_search_is_refused(client, user, market):
     cursor = search(client, user, sort="price", limit=2)["next_cursor"]
-    for params in ({"sort": "-price"}, {"sort": "price", "country": "US"},
-                   {"sort": "price", "q": "gpu_count>=1"}):
-        response = client.get("/api/v1/offers", query_string={**params, "cursor": cursor},
-                              headers=user.headers)
+    for params in (
+        {"sort": "-price"},
+        {"sort": "price", "country": "US"},
+        {"sort": "price", "q": "gpu_count>=1"},
+    ):
+        response = client.get(
+            "/api/v1/offers", query_string={**params, "cursor": cursor}, headers=user.headers
+        )
         assert response.status_code == 422
         assert "cursor" in response.json["errors"]
 
@@ -81,8 +93,13 @@ def test_a_cursor_from_another_search_is_refused(client, user, market):
 def test_a_search_is_answered_from_the_cache_until_a_node_changes(client, user, market, db):
     first = search(client, user, sort="price")
     # A write that bypasses the fleet's change signal is not seen: the answer is cached.
-    db.execute(text("UPDATE host_nodes SET pricing = jsonb_set(pricing, '{hourly_rate}', "
-                    "'\"0.0001\"') WHERE id = :id"), {"id": market["paris-8xh100"]})
+    db.execute(
+        text(
+            "UPDATE host_nodes SET pricing = jsonb_set(pricing, '{hourly_rate}', "
+            "'\"0.0001\"') WHERE id = :id"
+        ),
+        {"id": market["paris-8xh100"]},
+    )
     db.commit()
     assert search(client, user, sort="price") == first
     # Any node change through the fleet bumps the offers version.
@@ -105,11 +122,13 @@ def test_a_node_that_becomes_busy_leaves_cached_results_at_once(client, user, ma
 
 def test_a_node_that_goes_into_maintenance_leaves_cached_results_at_once(client, user, market):
     search(client, user)
-    response = client.patch(f"/api/v1/nodes/{market['berlin-4xa100']}",
-                            json={"status": "maintenance"}, headers=user.headers)
+    response = client.patch(
+        f"/api/v1/nodes/{market['berlin-4xa100']}",
+        json={"status": "maintenance"},
+        headers=user.headers,
+    )
     assert response.status_code == 200, response.json
-    assert str(market["berlin-4xa100"]) not in [i["node_id"] for i in
-                                                search(client, user)["items"]]
+    assert str(market["berlin-4xa100"]) not in [i["node_id"] for i in search(client, user)["items"]]
 
 
 def test_search_still_answers_when_redis_is_unreachable(app, user, market):
@@ -117,8 +136,9 @@ def test_search_still_answers_when_redis_is_unreachable(app, user, market):
     from app.redis_client import get_redis
 
     unreachable = get_redis("redis://127.0.0.1:1/0")
-    page = search_offers_json(args={"limit": 50, "sort": "price"}, redis_client=unreachable,
-                              ttl_seconds=30)
+    page = search_offers_json(
+        args={"limit": 50, "sort": "price"}, redis_client=unreachable, ttl_seconds=30
+    )
     assert '"hourly_rate":"0.2200"' in page.body
     assert page.store is None
 
@@ -127,8 +147,7 @@ def test_a_drained_node_leaves_cached_results_at_once(client, user, market):
     search(client, user)
     response = client.post(f"/api/v1/nodes/{market['paris-8xh100']}/drain", headers=user.headers)
     assert response.status_code == 202, response.json
-    assert str(market["paris-8xh100"]) not in [i["node_id"] for i in
-                                               search(client, user)["items"]]
+    assert str(market["paris-8xh100"]) not in [i["node_id"] for i in search(client, user)["items"]]
 
 
 def test_through_a_real_server_the_cache_fills_and_a_busy_node_leaves_it(user, market):
@@ -143,13 +162,17 @@ def test_through_a_real_server_the_cache_fills_and_a_busy_node_leaves_it(user, m
         wait_http(url, proc=server)  # 401 without a token: it is up
 
         def offered():
-            response = requests.get(url, params={"gpu_model": "4090"}, headers=user.headers,
-                                    timeout=10)
+            response = requests.get(
+                url, params={"gpu_model": "4090"}, headers=user.headers, timeout=10
+            )
             assert response.status_code == 200, response.text
             return [i["node_id"] for i in response.json()["items"]]
 
         assert str(market["austin-4090"]) in offered()
-        wait_until(lambda: list(get_redis().scan_iter("dc:offers:cache:*")), timeout=5,
-                   what="the cache to be filled after the answer")
+        wait_until(
+            lambda: list(get_redis().scan_iter("dc:offers:cache:*")),
+            timeout=5,
+            what="the cache to be filled after the answer",
+        )
         set_status(market["austin-4090"], NodeStatus.BUSY)
         assert offered() == [str(market["nyc-2x4090"])]

@@ -22,12 +22,13 @@ def test_the_contract_example_parses_into_typed_terms():
 
 def test_spaces_around_operators_and_case_of_names_do_not_matter():
     assert parse_query("GPU_COUNT >= 2  Country IN [us, 'ca']") == [
-        Term("gpu_count", ">=", 2), Term("country", "in", ("US", "CA"))]
+        Term("gpu_count", ">=", 2),
+        Term("country", "in", ("US", "CA")),
+    ]
 
 
 def test_quoted_values_keep_spaces_and_escapes():
-    assert parse_query('gpu_model="RTX \\"Ti\\" 4090"') == [
-        Term("gpu_model", "=", 'RTX "Ti" 4090')]
+    assert parse_query('gpu_model="RTX \\"Ti\\" 4090"') == [Term("gpu_model", "=", 'RTX "Ti" 4090')]
     assert parse_query("gpu_model='A100 80GB'") == [Term("gpu_model", "=", "A100 80GB")]
 
 
@@ -36,14 +37,20 @@ def test_underscores_stand_for_spaces_in_gpu_model():
 
 
 def test_every_operator_is_understood():
-    ops = [t.op for t in parse_query("tflops=1 tflops!=1 tflops<1 tflops<=1 tflops>1 "
-                                     "tflops>=1 tflops==1 tflops in [1,2]")]
+    ops = [
+        t.op
+        for t in parse_query(
+            "tflops=1 tflops!=1 tflops<1 tflops<=1 tflops>1 tflops>=1 tflops==1 tflops in [1,2]"
+        )
+    ]
     assert ops == ["=", "!=", "<", "<=", ">", ">=", "=", "in"]
 
 
 def test_booleans_and_duplicates_in_lists():
     assert parse_query("verified=yes gpu_count in [1,1,2]") == [
-        Term("verified", "=", True), Term("gpu_count", "in", (1, 2))]
+        Term("verified", "=", True),
+        Term("gpu_count", "in", (1, 2)),
+    ]
 
 
 def test_an_empty_query_has_no_terms():
@@ -51,26 +58,29 @@ def test_an_empty_query_has_no_terms():
     assert parse_query("   ") == []
 
 
-@pytest.mark.parametrize(("text", "term"), [
-    ("bogus=1", "bogus=1"),
-    ("gpu_count>=2 bogus<3", "bogus<3"),
-    ("gpu_count~2", "gpu_count~2"),
-    ("gpu_count>>2", "gpu_count>>2"),
-    ("gpu_count 2", "gpu_count 2"),
-    ("gpu_count>=2.5", "gpu_count>=2.5"),
-    ("gpu_count>=65", "gpu_count>=65"),
-    ("tflops>=-1", "tflops>=-1"),
-    ("tflops>=1e3", "tflops>=1e3"),
-    ("ram_gb>=١٢", "ram_gb>=١٢"),
-    ("country=USA", "country=USA"),
-    ("gpu_model>4090", "gpu_model>4090"),
-    ("verified in [true]", "verified in [true]"),
-    ("gpu_count in [1 2]", "[1"),
-    ("gpu_count in [1,]", "[1,]"),
-    ("gpu_count in [[1]]", "[[1]]"),
-    ("]", "]"),
-    ("gpu_model=''", "gpu_model=''"),
-])
+@pytest.mark.parametrize(
+    ("text", "term"),
+    [
+        ("bogus=1", "bogus=1"),
+        ("gpu_count>=2 bogus<3", "bogus<3"),
+        ("gpu_count~2", "gpu_count~2"),
+        ("gpu_count>>2", "gpu_count>>2"),
+        ("gpu_count 2", "gpu_count 2"),
+        ("gpu_count>=2.5", "gpu_count>=2.5"),
+        ("gpu_count>=65", "gpu_count>=65"),
+        ("tflops>=-1", "tflops>=-1"),
+        ("tflops>=1e3", "tflops>=1e3"),
+        ("ram_gb>=١٢", "ram_gb>=١٢"),
+        ("country=USA", "country=USA"),
+        ("gpu_model>4090", "gpu_model>4090"),
+        ("verified in [true]", "verified in [true]"),
+        ("gpu_count in [1 2]", "[1"),
+        ("gpu_count in [1,]", "[1,]"),
+        ("gpu_count in [[1]]", "[[1]]"),
+        ("]", "]"),
+        ("gpu_model=''", "gpu_model=''"),
+    ],
+)
 def test_a_bad_term_raises_a_query_error_naming_it(text, term):
     with pytest.raises(QueryError) as caught:
         parse_query(text)
@@ -104,9 +114,13 @@ def test_random_text_parses_or_raises_only_a_query_error(text):
 
 _FIELD = st.sampled_from([*FIELDS, "nope", "IN"])
 _OP = st.sampled_from(["=", "!=", "<", "<=", ">", ">=", "in", "==", "=<", "!", "<>"])
-_VALUE = st.one_of(st.integers(-5, 100).map(str), st.decimals(allow_nan=True).map(str),
-                   st.sampled_from(["US", "true", "RTX_4090", '"a b"', "[1,2]", "[US, CA]", "[",
-                                    "]", "''", "[,]", "'\\'"]))
+_VALUE = st.one_of(
+    st.integers(-5, 100).map(str),
+    st.decimals(allow_nan=True).map(str),
+    st.sampled_from(
+        ["US", "true", "RTX_4090", '"a b"', "[1,2]", "[US, CA]", "[", "]", "''", "[,]", "'\\'"]
+    ),
+)
 
 
 @settings(max_examples=500, deadline=None, database=None)

@@ -18,26 +18,32 @@ from tests.marketplace.market import add_node
 def _history(node_id, created_days_ago, events, now):
     """Replace the node's history: events are (days ago, status)."""
     with session_scope() as session:
-        session.execute(update(HostNode).where(HostNode.id == node_id)
-                        .values(created_at=now - timedelta(days=created_days_ago)))
+        session.execute(
+            update(HostNode)
+            .where(HostNode.id == node_id)
+            .values(created_at=now - timedelta(days=created_days_ago))
+        )
         session.execute(delete(NodeStatusEvent).where(NodeStatusEvent.node_id == node_id))
         for days_ago, status in events:
-            session.add(NodeStatusEvent(node_id=node_id, status=status,
-                                        at=now - timedelta(days=days_ago)))
+            session.add(
+                NodeStatusEvent(node_id=node_id, status=status, at=now - timedelta(days=days_ago))
+            )
 
 
 def _reliability(node_id):
     with session_scope() as session:
-        return session.execute(select(NodeReliability.reliability)
-                               .where(NodeReliability.node_id == node_id)).scalar_one()
+        return session.execute(
+            select(NodeReliability.reliability).where(NodeReliability.node_id == node_id)
+        ).scalar_one()
 
 
 def test_reliability_is_the_up_fraction_of_the_last_seven_days(user):
     now = utcnow()
     node = add_node(user.id)
     # Online from before the window, offline for 2.5 days, then busy (up) for the last day.
-    _history(node, 30, [(8, NodeStatus.ONLINE), (3.5, NodeStatus.OFFLINE),
-                        (1, NodeStatus.BUSY)], now)
+    _history(
+        node, 30, [(8, NodeStatus.ONLINE), (3.5, NodeStatus.OFFLINE), (1, NodeStatus.BUSY)], now
+    )
     with session_scope() as session:
         assert refresh_reliability(session, now=now) == 1
     assert _reliability(node) == Decimal("0.6429")  # (3.5 + 1) / 7
@@ -75,8 +81,9 @@ def test_offers_show_reliability_after_the_job_and_can_be_filtered_by_it(client,
     steady = add_node(user.id, name="steady", rate="1.0000")
     flaky = add_node(user.id, name="flaky", rate="0.5000")
     _history(steady, 10, [(10, NodeStatus.ONLINE)], now)
-    _history(flaky, 10, [(10, NodeStatus.ONLINE), (6, NodeStatus.OFFLINE),
-                         (0.5, NodeStatus.ONLINE)], now)
+    _history(
+        flaky, 10, [(10, NodeStatus.ONLINE), (6, NodeStatus.OFFLINE), (0.5, NodeStatus.ONLINE)], now
+    )
     before = client.get("/api/v1/offers", headers=user.headers).json
     assert [i["reliability"] for i in before["items"]] == [None, None]
     refresh_node_reliability.fn()
@@ -84,6 +91,7 @@ def test_offers_show_reliability_after_the_job_and_can_be_filtered_by_it(client,
     figures = {i["node_id"]: i["reliability"] for i in after["items"]}
     assert figures[str(steady)] == 1.0
     assert 0.2 < figures[str(flaky)] < 0.22  # (1 + 0.5) / 7
-    good = client.get("/api/v1/offers", query_string={"q": "reliability>=0.9"},
-                      headers=user.headers).json
+    good = client.get(
+        "/api/v1/offers", query_string={"q": "reliability>=0.9"}, headers=user.headers
+    ).json
     assert [i["node_id"] for i in good["items"]] == [str(steady)]

@@ -26,12 +26,16 @@ def rate_of(node_id) -> Decimal:
 
 def changes_of(node_id) -> list[PriceChange]:
     with session_scope() as session:
-        return list(session.execute(select(PriceChange).where(PriceChange.node_id == node_id)
-                                    .order_by(PriceChange.id)).scalars())
+        return list(
+            session.execute(
+                select(PriceChange).where(PriceChange.node_id == node_id).order_by(PriceChange.id)
+            ).scalars()
+        )
 
 
 def test_an_auto_matching_node_moves_to_the_market_rate_and_the_change_is_recorded(
-        client, user, other_user):
+    client, user, other_user
+):
     from app.redis_client import get_redis
 
     market_of_4090s(other_user.id, busy=3)
@@ -44,12 +48,17 @@ def test_an_auto_matching_node_moves_to_the_market_rate_and_the_change_is_record
     assert rate_of(auto) == Decimal("0.8500")
     assert rate_of(manual) == Decimal("3.0000")
     (change,) = changes_of(auto)
-    assert (change.old_rate, change.new_rate, change.basis, change.reason,
-            change.sample_size) == (Decimal("3.0000"), Decimal("0.8500"), "market",
-                                    "auto_match", 6)
+    assert (change.old_rate, change.new_rate, change.basis, change.reason, change.sample_size) == (
+        Decimal("3.0000"),
+        Decimal("0.8500"),
+        "market",
+        "auto_match",
+        6,
+    )
     assert int(get_redis().get(OFFERS_VERSION_KEY)) > version
-    offer = client.get("/api/v1/offers", query_string={"q": "gpu_count=2"},
-                       headers=user.headers).json["items"]
+    offer = client.get(
+        "/api/v1/offers", query_string={"q": "gpu_count=2"}, headers=user.headers
+    ).json["items"]
     assert {i["node_id"]: i["hourly_rate"] for i in offer}[str(auto)] == "0.8500"
 
 
@@ -83,8 +92,14 @@ def test_a_running_rental_keeps_its_locked_price(user, other_user):
     market_of_4090s(other_user.id, busy=3)
     auto = add_node(user.id, gpu_count=2, rate="3.0000", auto=True, status=NodeStatus.BUSY)
     with session_scope() as session:
-        rental = Rental(renter_id=other_user.id, node_id=auto, status=RentalStatus.ACTIVE,
-                        image="busybox", cost_per_hour=Decimal("3.0000"), start_time=utcnow())
+        rental = Rental(
+            renter_id=other_user.id,
+            node_id=auto,
+            status=RentalStatus.ACTIVE,
+            image="busybox",
+            cost_per_hour=Decimal("3.0000"),
+            start_time=utcnow(),
+        )
         session.add(rental)
         session.flush()
         rental_id = rental.id
@@ -100,6 +115,8 @@ def test_a_running_rental_keeps_its_locked_price(user, other_user):
 
 def test_the_jobs_run_at_the_configured_intervals(settings):
     intervals = {actor.actor_name: seconds(settings) for actor, seconds in PERIODIC_JOBS}
-    assert intervals == {"reprice_auto_match_nodes": settings.pricing_interval_seconds,
-                         "refresh_node_reliability": settings.reliability_interval_seconds}
+    assert intervals == {
+        "reprice_auto_match_nodes": settings.pricing_interval_seconds,
+        "refresh_node_reliability": settings.reliability_interval_seconds,
+    }
     assert settings.pricing_interval_seconds == 900

@@ -23,39 +23,56 @@ def suggestion(client, owner, node_id):
 def market_of_4090s(owner_id, busy: int = 0):
     """Six single-4090 nodes; the first `busy` of them rented."""
     for index, rate in enumerate(PEER_RATES):
-        add_node(owner_id, gpu_model="RTX 4090", gpu_count=1, rate=rate,
-                 status=NodeStatus.BUSY if index < busy else NodeStatus.ONLINE)
+        add_node(
+            owner_id,
+            gpu_model="RTX 4090",
+            gpu_count=1,
+            rate=rate,
+            status=NodeStatus.BUSY if index < busy else NodeStatus.ONLINE,
+        )
 
 
-def test_the_suggestion_is_the_market_median_per_gpu_scaled_to_the_gpu_count(client, user,
-                                                                             other_user):
+def test_the_suggestion_is_the_market_median_per_gpu_scaled_to_the_gpu_count(
+    client, user, other_user
+):
     market_of_4090s(other_user.id, busy=3)  # half busy: no demand adjustment
     mine = add_node(user.id, gpu_model="rtx 4090", gpu_count=2, rate="9.0000")
     body = suggestion(client, user, mine)
     assert body["basis"] == "market"
-    assert body["market"] == {"sample_size": 6, "p25": "0.7250", "median": "0.8500",
-                              "p75": "0.9750"}
-    assert body["demand"] == {"similar_nodes": 6, "busy_nodes": 3, "busy_fraction": 0.5,
-                              "multiplier": "1.0000"}
+    assert body["market"] == {
+        "sample_size": 6,
+        "p25": "0.7250",
+        "median": "0.8500",
+        "p75": "0.9750",
+    }
+    assert body["demand"] == {
+        "similar_nodes": 6,
+        "busy_nodes": 3,
+        "busy_fraction": 0.5,
+        "multiplier": "1.0000",
+    }
     assert body["suggested_hourly_rate"] == "0.8500"
     assert body["baseline"] is None
 
 
-@pytest.mark.parametrize(("busy", "suggested", "multiplier"), [
-    (0, "0.7650", "0.9000"),  # nobody renting: -10 %
-    (6, "1.0200", "1.2000"),  # all rented: +20 %
-    (5, "0.9633", "1.1333"),  # 5/6 busy: +13.33 %
-])
+@pytest.mark.parametrize(
+    ("busy", "suggested", "multiplier"),
+    [
+        (0, "0.7650", "0.9000"),  # nobody renting: -10 %
+        (6, "1.0200", "1.2000"),  # all rented: +20 %
+        (5, "0.9633", "1.1333"),  # 5/6 busy: +13.33 %
+    ],
+)
 def test_demand_moves_the_market_price(client, user, other_user, busy, suggested, multiplier):
     market_of_4090s(other_user.id, busy=busy)
     mine = add_node(user.id, gpu_count=2)
     body = suggestion(client, user, mine)
-    assert (body["suggested_hourly_rate"], body["demand"]["multiplier"]) == (suggested,
-                                                                            multiplier)
+    assert (body["suggested_hourly_rate"], body["demand"]["multiplier"]) == (suggested, multiplier)
 
 
 def test_offline_nodes_other_models_and_auto_matching_prices_are_not_the_market(
-        client, user, other_user):
+    client, user, other_user
+):
     market_of_4090s(other_user.id, busy=3)
     add_node(other_user.id, rate="0.0100", status=NodeStatus.OFFLINE)
     add_node(other_user.id, rate="0.0100", status=NodeStatus.MAINTENANCE)
@@ -86,8 +103,12 @@ def test_the_few_market_prices_are_still_shown_beside_the_baseline(client, user,
     body = suggestion(client, user, mine)
     assert body["basis"] == "baseline"
     assert body["suggested_hourly_rate"] == "5.2000"  # 4 x 1.30
-    assert body["market"] == {"sample_size": 3, "p25": "1.3000", "median": "1.4000",
-                              "p75": "1.5000"}
+    assert body["market"] == {
+        "sample_size": 3,
+        "p25": "1.3000",
+        "median": "1.4000",
+        "p75": "1.5000",
+    }
 
 
 def test_a_cpu_only_node_is_priced_per_core_and_gb_of_ram(client, user):
@@ -108,27 +129,29 @@ def test_an_unknown_gpu_is_priced_by_its_memory(client, user):
 def test_the_suggestion_is_only_for_the_owner(client, user, other_user, admin):
     mine = add_node(user.id)
     for someone in (other_user, admin):
-        response = client.get(f"/api/v1/nodes/{mine}/pricing-suggestion",
-                              headers=someone.headers)
+        response = client.get(f"/api/v1/nodes/{mine}/pricing-suggestion", headers=someone.headers)
         assert response.status_code == 404
     assert client.get(f"/api/v1/nodes/{mine}/pricing-suggestion").status_code == 401
 
 
-@pytest.mark.parametrize(("model", "reference"), [
-    ("NVIDIA GeForce RTX 4090", "RTX 4090"),
-    ("NVIDIA A100-SXM4-80GB", "A100 80GB"),
-    ("A100 80", "A100 80GB"),
-    ("NVIDIA A100-PCIE-40GB", "A100 40GB"),
-    ("NVIDIA H100 80GB HBM3", "H100 SXM"),
-    ("NVIDIA H100 PCIe", "H100 PCIe"),
-    ("NVIDIA RTX 6000 Ada Generation", "RTX 6000 Ada"),
-    ("NVIDIA RTX A6000", "RTX A6000"),
-    ("Tesla T4", "T4"),
-    ("NVIDIA L40S", "L40S"),
-    ("NVIDIA L4", "L4"),
-    ("GeForce RTX 4070 Ti SUPER", "RTX 4070 Ti"),
-    ("NVIDIA A10G", "A10"),
-])
+@pytest.mark.parametrize(
+    ("model", "reference"),
+    [
+        ("NVIDIA GeForce RTX 4090", "RTX 4090"),
+        ("NVIDIA A100-SXM4-80GB", "A100 80GB"),
+        ("A100 80", "A100 80GB"),
+        ("NVIDIA A100-PCIE-40GB", "A100 40GB"),
+        ("NVIDIA H100 80GB HBM3", "H100 SXM"),
+        ("NVIDIA H100 PCIe", "H100 PCIe"),
+        ("NVIDIA RTX 6000 Ada Generation", "RTX 6000 Ada"),
+        ("NVIDIA RTX A6000", "RTX A6000"),
+        ("Tesla T4", "T4"),
+        ("NVIDIA L40S", "L40S"),
+        ("NVIDIA L4", "L4"),
+        ("GeForce RTX 4070 Ti SUPER", "RTX 4070 Ti"),
+        ("NVIDIA A10G", "A10"),
+    ],
+)
 def test_baseline_recognises_the_names_drivers_report(model, reference):
     assert gpu_baseline(model, Decimal(24)).reference == reference
 

@@ -99,11 +99,15 @@ def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
     raise DemoFailed(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
+def engine_url() -> str:
+    """The container engine: DOCKER_HOST, else the Podman socket scripts/services.sh starts."""
+    return os.environ.get("DOCKER_HOST") or f"unix://{ROOT}/var/podman/podman.sock"
+
+
 def engine() -> Any:
     import docker
 
-    host = os.environ.get("DOCKER_HOST") or f"unix://{ROOT}/var/podman/podman.sock"
-    return docker.DockerClient(base_url=host)
+    return docker.DockerClient(base_url=engine_url())
 
 
 def agent_running() -> bool:
@@ -133,6 +137,8 @@ def start_agent(base: str, api_key: str) -> None:
         api_key,
         "--data-dir",
         str(ROOT / "var" / "agent"),
+        "--docker-host",
+        engine_url(),
         "--heartbeat-interval",
         "2",
     ]
@@ -265,6 +271,15 @@ def run(args: argparse.Namespace) -> None:
             f"container {container.name} ({container.short_id}): {container.status}, "
             f"image {container.image.tags}, labels dc.ports={container.labels.get('dc.ports')}"
         )
+        local = {
+            port.split("/")[0]: bindings[0]["HostPort"]
+            for port, bindings in (container.ports or {}).items()
+            if bindings
+        }
+        say(
+            f"published on this host at {local} (container port -> local port); the public "
+            "ports below are served through frps when frps/frpc are installed"
+        )
     if not containers:
         raise DemoFailed("no running container carries the rental's label")
     say("connection info for the renter:")
@@ -286,7 +301,7 @@ def run(args: argparse.Namespace) -> None:
     say(f"node status: {node['status']} (ready for the next renter)")
     if not gone:
         raise DemoFailed("the container is still there after the rental completed")
-    print("\nDemo finished: rent -> running -> reachable -> stopped -> completed.", flush=True)
+    print("\nDemo finished: rent -> running -> connection info -> stopped -> completed.", flush=True)
 
 
 def _node_if(platform: Platform, node_id: str, statuses: set[str]) -> dict[str, Any] | None:

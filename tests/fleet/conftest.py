@@ -15,7 +15,7 @@ from tests.procs import Proc, free_port, running, wait_http
 SERVER_ENV = {"METRICS_FLUSH_SECONDS": "0.2"}
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def fleet_server(_database) -> Iterator[str]:
     """Base URL of a platform server as production runs it."""
     from tests.procs import api_server
@@ -26,9 +26,13 @@ def fleet_server(_database) -> Iterator[str]:
         yield f"http://127.0.0.1:{port}"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def fleet_worker(_database) -> Iterator[Proc]:
-    """A worker for the fleet queue only: rental events stay queued where tests can read them."""
+    """A worker for the fleet queue only: rental events stay queued where tests can read them.
+
+    Package-scoped: it must be gone before other packages' tests, whose own workers would
+    otherwise race it for the `system` queue.
+    """
     proc = Proc(
         "fleet-worker",
         [

@@ -9,8 +9,6 @@ transaction, because many tests involve worker and server processes with their o
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,7 +40,6 @@ for _key in ("CLERK_JWT_KEY", "CLERK_JWKS_URL", "CLERK_AUTHORIZED_PARTIES", "MET
     os.environ.pop(_key, None)
 os.environ.update(TEST_ENV)
 
-import psycopg2  # noqa: E402
 import pytest  # noqa: E402
 from sqlalchemy import text  # noqa: E402
 
@@ -50,24 +47,9 @@ pytest_plugins = ["tests.fixtures"]
 
 
 def _create_database() -> None:
-    conn = psycopg2.connect(PG_ADMIN_URL)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE datname = %s AND pid <> pg_backend_pid()",
-            (DB_NAME,),
-        )
-        cur.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}"')
-        cur.execute(f'CREATE DATABASE "{DB_NAME}"')
-    conn.close()
-    subprocess.run(
-        [sys.executable, "-m", "alembic", "upgrade", "head"],
-        cwd=ROOT,
-        check=True,
-        env={**os.environ, **TEST_ENV},
-        stdout=subprocess.DEVNULL,
-    )
+    from tests.dbutil import recreate_database
+
+    recreate_database(DB_NAME, env=TEST_ENV)
 
 
 @pytest.fixture(scope="session", autouse=True)

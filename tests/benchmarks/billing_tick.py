@@ -9,7 +9,6 @@ of statements must not grow with N: the tick is set-based.
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import time
 from datetime import timedelta
@@ -31,7 +30,8 @@ os.environ.update(
     }
 )
 
-import psycopg2  # noqa: E402
+sys.path.insert(0, str(ROOT))  # run as a script: make `tests` importable
+
 from sqlalchemy import event, text  # noqa: E402
 from sqlalchemy.orm import Session  # noqa: E402
 
@@ -85,23 +85,9 @@ WHERE s.status <> 'offline' AND s.at < r.start_time + interval '1 minute'
 
 
 def rebuild_database() -> None:
-    conn = psycopg2.connect(PG_ADMIN_URL)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE datname = %s AND pid <> pg_backend_pid()",
-            (DB_NAME,),
-        )
-        cur.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}"')
-        cur.execute(f'CREATE DATABASE "{DB_NAME}"')
-    conn.close()
-    subprocess.run(
-        [sys.executable, "-m", "alembic", "upgrade", "head"],
-        cwd=ROOT,
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
+    from tests.dbutil import recreate_database
+
+    recreate_database(DB_NAME)
 
 
 def _backend_cpu(pid: int) -> float:

@@ -78,26 +78,9 @@ SPECS = {
 # ------------------------------------------------------------------------------ orchestrator
 def prepare(agents: int) -> list[tuple[str, str]]:
     """A fresh database with `agents` registered nodes; returns (node id, api key) pairs."""
-    import psycopg2
+    from tests.dbutil import recreate_database
 
-    conn = psycopg2.connect(PG_ADMIN_URL)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE datname = %s AND pid <> pg_backend_pid()",
-            (BENCH,),
-        )
-        cur.execute(f'DROP DATABASE IF EXISTS "{BENCH}"')
-        cur.execute(f'CREATE DATABASE "{BENCH}"')
-    conn.close()
-    subprocess.run(
-        [sys.executable, "-m", "alembic", "upgrade", "head"],
-        cwd=ROOT,
-        check=True,
-        env={**os.environ, **ENV},
-        stdout=subprocess.DEVNULL,
-    )
+    recreate_database(BENCH, env=ENV)
 
     from app.auth.models import User
     from app.auth.node_keys import issue_key

@@ -22,7 +22,6 @@ import argparse
 import contextlib
 import os
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -53,7 +52,6 @@ for _key in ("CLERK_JWT_KEY", "CLERK_JWKS_URL", "CLERK_AUTHORIZED_PARTIES"):
     os.environ.pop(_key, None)
 sys.path.insert(0, str(ROOT))
 
-import psycopg2  # noqa: E402
 import requests  # noqa: E402
 import websocket  # noqa: E402
 
@@ -80,23 +78,9 @@ NODE = {
 
 
 def create_database() -> None:
-    conn = psycopg2.connect(PG_ADMIN_URL)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE datname = %s AND pid <> pg_backend_pid()",
-            (DB_NAME,),
-        )
-        cur.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}"')
-        cur.execute(f'CREATE DATABASE "{DB_NAME}"')
-    conn.close()
-    subprocess.run(
-        [sys.executable, "-m", "alembic", "upgrade", "head"],
-        cwd=ROOT,
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
+    from tests.dbutil import recreate_database
+
+    recreate_database(DB_NAME)
     from app.redis_client import get_redis
 
     get_redis().flushdb()

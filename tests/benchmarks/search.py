@@ -22,7 +22,6 @@ import json
 import os
 import random
 import statistics
-import subprocess
 import sys
 import time
 import uuid
@@ -128,24 +127,9 @@ def log(message: str) -> None:
 
 
 def create_database() -> None:
-    conn = psycopg2.connect(PG_ADMIN_URL)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE datname = %s AND pid <> pg_backend_pid()",
-            (DB_NAME,),
-        )
-        cur.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}"')
-        cur.execute(f'CREATE DATABASE "{DB_NAME}"')
-    conn.close()
-    subprocess.run(
-        [sys.executable, "-m", "alembic", "upgrade", "head"],
-        cwd=ROOT,
-        check=True,
-        env=os.environ.copy(),
-        stdout=subprocess.DEVNULL,
-    )
+    from tests.dbutil import recreate_database
+
+    recreate_database(DB_NAME)
 
 
 def seed(conn, nodes: int, rng: random.Random) -> uuid.UUID:

@@ -10,7 +10,8 @@ from pathlib import Path
 import psycopg2
 import pytest
 
-from tests.conftest import PG_ADMIN_URL, PG_BASE, SLOT
+from tests.conftest import PG_BASE, SLOT
+from tests.dbutil import admin_execute
 
 ROOT = Path(__file__).resolve().parents[2]
 DB_NAME = f"dc_test_migr_{SLOT}"
@@ -18,16 +19,7 @@ URL = f"{PG_BASE}/{DB_NAME}"
 
 
 def _admin(sql: str) -> None:
-    conn = psycopg2.connect(PG_ADMIN_URL)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE datname = %s AND pid <> pg_backend_pid()",
-            (DB_NAME,),
-        )
-        cur.execute(sql)
-    conn.close()
+    admin_execute(DB_NAME, sql)
 
 
 def _alembic(*args: str) -> subprocess.CompletedProcess[str]:

@@ -17,6 +17,9 @@ The billing rule:
   node was flipped that long after its last heartbeat) until the next status event. A node that
   is not (yet) marked offline is billed up to now: a node that dies is billed until fleet marks
   it offline only within the minute already started, or one more at most.
+- The clock also stops when a stop is requested (`rentals.stop_requested_at`, by the renter, an
+  admin or billing itself): the minute in which the stop was asked for is billed, the time the
+  agent takes to confirm is not.
 - Billing runs one at a time: each run locks the platform account's row first. A periodic run
   skips rentals whose rows another transaction holds (they are caught up next time); a
   settlement waits for its rental.
@@ -98,7 +101,8 @@ def cost_so_far(rental: Rental, now: datetime) -> Decimal:
     billed = quantize(Decimal(rental.billed_amount or 0))
     if rental.status != RentalStatus.ACTIVE or rental.start_time is None:
         return billed
-    elapsed = (now - rental.start_time).total_seconds()
+    clock_end = min(now, rental.stop_requested_at) if rental.stop_requested_at else now
+    elapsed = (clock_end - rental.start_time).total_seconds()
     due = started_minutes(elapsed)
     cap = rental.billed_minutes + started_minutes(get_settings().billing_tick_seconds) + 1
     upto = min(due, cap)
@@ -149,10 +153,13 @@ _BILL_SQL = """
 WITH locked AS (
     SELECT r.id AS rental_id, r.renter_id, n.owner_id AS host_id, r.node_id, r.cost_per_hour,
            r.billed_minutes, r.start_time, r.stop_requested_at, ur.balance AS renter_balance,
-           CASE WHEN n.status = 'offline'
-                THEN LEAST(CAST(:until AS timestamptz),
-                           GREATEST(r.start_time, COALESCE(n.last_seen_at, r.start_time)))
-                ELSE CAST(:until AS timestamptz) END AS clock_end
+           -- The clock stops at the node's last heartbeat while it is offline, and at the
+           -- moment the renter (or billing) asked to stop: the wait for the agent is free.
+           LEAST(CASE WHEN n.status = 'offline'
+                      THEN LEAST(CAST(:until AS timestamptz),
+                                 GREATEST(r.start_time, COALESCE(n.last_seen_at, r.start_time)))
+                      ELSE CAST(:until AS timestamptz) END,
+                 GREATEST(r.start_time, COALESCE(r.stop_requested_at, 'infinity'))) AS clock_end
     FROM rentals r
     JOIN host_nodes n ON n.id = r.node_id
     JOIN users ur ON ur.id = r.renter_id

@@ -102,6 +102,18 @@ def test_cost_so_far_adds_the_started_minutes_not_yet_billed(t0):
     assert cost_so_far(rental, t0 + timedelta(minutes=1)) == D("0.2")
 
 
+def test_cost_so_far_stops_growing_once_a_stop_is_requested(t0):
+    rental = Rental(
+        status=RentalStatus.ACTIVE,
+        cost_per_hour=D("6"),
+        start_time=t0,
+        billed_minutes=2,
+        billed_amount=D("0.2"),
+        stop_requested_at=t0 + timedelta(minutes=2, seconds=30),
+    )
+    assert cost_so_far(rental, t0 + timedelta(minutes=3, seconds=30)) == D("0.3")
+
+
 def test_cost_so_far_of_an_ended_rental_is_what_was_billed(t0):
     rental = Rental(
         status=RentalStatus.COMPLETED,

@@ -16,6 +16,7 @@ from app.db import session_scope
 from app.enums import NodeStatus
 from app.fleet.models import HostNode
 from app.fleet.state import transition_node
+from app.rentals.models import Rental
 from tests.billing.factory import (
     balance_of,
     charge_count,
@@ -241,6 +242,18 @@ def test_an_offline_spell_is_not_billed_when_the_node_comes_back(tick, t0, setti
     # 12 minutes before the spell, 10 after it: 22 minutes of the billable clock.
     assert rental_row(party.rental_id).billed_minutes == 22
     assert ledger(party.rental_id)["usage"] == D("2.2")
+
+
+def test_minutes_after_the_stop_request_are_free_while_the_agent_confirms(tick, t0, invariants):
+    party = create_party(price="6", start=t0)
+    with session_scope() as session:
+        rental = session.get_one(Rental, party.rental_id)
+        rental.stop_requested_at = t0 + timedelta(minutes=7, seconds=5)
+    tick(t0 + timedelta(minutes=30))
+    # Minute 8 had started when the stop was asked for; nothing after it is charged.
+    assert rental_row(party.rental_id).billed_minutes == 8
+    assert ledger(party.rental_id)["usage"] == D("0.8")
+    assert invariants()["ok"]
 
 
 def _move_last_event(node_id, at) -> None:

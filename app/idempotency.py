@@ -8,6 +8,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
+from flask import Response, jsonify, request
 from sqlalchemy import DateTime, ForeignKey, Integer, String, select, text
 from sqlalchemy.dialects.postgresql import JSONB, UUID, insert
 from sqlalchemy.orm import Mapped, Session, mapped_column
@@ -85,3 +86,30 @@ def record(
     assert row is not None
     row.status_code = status_code
     row.response = json.loads(json.dumps(body, default=str))
+
+
+OPENAPI_HEADER = {
+    "in": "header",
+    "name": "Idempotency-Key",
+    "required": False,
+    "schema": {"type": "string", "maxLength": 255},
+    "description": "The same key from the same user returns the first result.",
+}
+
+
+def replay(
+    session: Session, *, user_id: uuid.UUID, endpoint: str, payload: Any
+) -> tuple[str | None, Response | None]:
+    """For a route that honours Idempotency-Key: (key, None) when this request goes ahead (it must
+    :func:`record` its answer under `key` when one was sent), or (key, the first answer)."""
+    key = validate_key(request.headers.get("Idempotency-Key"))
+    if key is None:
+        return None, None
+    stored = claim(session, user_id=user_id, key=key, endpoint=endpoint, payload=payload)
+    if stored is None:
+        return key, None
+    status, body = stored
+    session.rollback()
+    response = jsonify(body)
+    response.status_code = status
+    return key, response

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-from flask import jsonify, request
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
@@ -19,13 +18,6 @@ from app.web import db_session
 
 blp = Blueprint("billing", __name__, url_prefix="/api/v1", description="Billing")
 SECURITY: list[dict[str, list[str]]] = [{"bearerAuth": []}]
-IDEMPOTENCY_HEADER = {
-    "in": "header",
-    "name": "Idempotency-Key",
-    "required": False,
-    "schema": {"type": "string", "maxLength": 255},
-    "description": "The same key from the same user returns the first result.",
-}
 
 
 @blp.route("/billing/balance")
@@ -63,22 +55,16 @@ class Credits(MethodView):
         schema=TransactionSchema,
         description="This reference was credited before: the same ledger line",
     )
-    @blp.doc(security=SECURITY, parameters=[IDEMPOTENCY_HEADER])
+    @blp.doc(security=SECURITY, parameters=[idempotency.OPENAPI_HEADER])
     def post(self, data):
         """Top up a user's balance (admins); credited once per reference."""
         session = db_session()
         admin = current_user()
-        key = idempotency.validate_key(request.headers.get("Idempotency-Key"))
-        if key is not None:
-            replay = idempotency.claim(
-                session, user_id=admin.id, key=key, endpoint="POST /billing/credits", payload=data
-            )
-            if replay is not None:
-                status, body = replay
-                session.rollback()
-                response = jsonify(body)
-                response.status_code = status
-                return response
+        key, replayed = idempotency.replay(
+            session, user_id=admin.id, endpoint="POST /billing/credits", payload=data
+        )
+        if replayed is not None:
+            return replayed
         line, created = service.top_up(session, **data)
         status = 201 if created else 200
         if key is not None:

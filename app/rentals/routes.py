@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import uuid
 
-from flask import current_app, jsonify, request
+from flask import current_app
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
@@ -21,13 +21,6 @@ from app.web import db_session, enqueue_after_commit
 
 blp = Blueprint("rentals", __name__, url_prefix="/api/v1", description="Rentals")
 SECURITY: list[dict[str, list[str]]] = [{"bearerAuth": []}]
-IDEMPOTENCY_HEADER = {
-    "in": "header",
-    "name": "Idempotency-Key",
-    "required": False,
-    "schema": {"type": "string", "maxLength": 255},
-    "description": "The same key from the same user returns the first result.",
-}
 
 
 @blp.route("/rentals")
@@ -48,24 +41,18 @@ class Rentals(MethodView):
 
     @blp.arguments(RentalCreateSchema)
     @blp.response(202, RentalEnvelopeSchema)
-    @blp.doc(security=SECURITY, parameters=[IDEMPOTENCY_HEADER])
+    @blp.doc(security=SECURITY, parameters=[idempotency.OPENAPI_HEADER])
     def post(self, data):
         """Rent a node: the rental starts pending and becomes active once its container runs."""
         from workers.rentals import provision_rental
 
         session = db_session()
         user = current_user()
-        key = idempotency.validate_key(request.headers.get("Idempotency-Key"))
-        if key is not None:
-            replay = idempotency.claim(
-                session, user_id=user.id, key=key, endpoint="POST /rentals", payload=data
-            )
-            if replay is not None:
-                status, body = replay
-                session.rollback()
-                response = jsonify(body)
-                response.status_code = status
-                return response
+        key, replayed = idempotency.replay(
+            session, user_id=user.id, endpoint="POST /rentals", payload=data
+        )
+        if replayed is not None:
+            return replayed
         rental = service.create_rental(
             session, renter=user, settings=current_app.config["DC_SETTINGS"], **data
         )

@@ -44,3 +44,37 @@ def decode_cursor(cursor: str | None, types: tuple[type, ...]) -> list[Any] | No
     ):
         raise ValidationFailed("The cursor is not valid.", errors={"cursor": ["Invalid cursor."]})
     return values
+
+
+def newest_first_page(
+    session: Any, query: Any, model: Any, *, limit: int, cursor: str | None
+) -> tuple[list[Any], str | None]:
+    """One page of `query` ordered by (created_at, id) descending, keyset-paginated.
+
+    `model` must have `created_at` and `id` columns; the cursor holds the last row's pair, so
+    rows added meanwhile never shift a page.
+    """
+    import uuid
+    from datetime import datetime
+
+    from sqlalchemy import tuple_
+
+    after = decode_cursor(cursor, (str, str))
+    if after is not None:
+        try:
+            after_time, after_id = datetime.fromisoformat(after[0]), uuid.UUID(after[1])
+        except ValueError:
+            raise ValidationFailed(
+                "The cursor is not valid.", errors={"cursor": ["Invalid cursor."]}
+            ) from None
+        query = query.where(tuple_(model.created_at, model.id) < tuple_(after_time, after_id))
+    rows = list(
+        session.execute(
+            query.order_by(model.created_at.desc(), model.id.desc()).limit(limit + 1)
+        ).scalars()
+    )
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        next_cursor = encode_cursor([rows[-1].created_at.isoformat(), str(rows[-1].id)])
+    return rows, next_cursor

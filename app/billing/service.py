@@ -48,7 +48,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import and_, or_, select, text
+from sqlalchemy import select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
@@ -60,7 +60,7 @@ from app.db import utcnow
 from app.enums import RentalStatus, TransactionType
 from app.errors import Conflict, NotFound, ValidationFailed
 from app.money import quantize
-from app.pagination import decode_cursor, encode_cursor
+from app.pagination import newest_first_page
 from app.rentals.models import Rental
 
 INSUFFICIENT_BALANCE = "insufficient balance"
@@ -436,31 +436,7 @@ def list_transactions(
 ) -> tuple[list[Transaction], str | None]:
     """The user's ledger lines, newest first, a page at a time."""
     query = select(Transaction).where(Transaction.user_id == user.id)
-    after = decode_cursor(cursor, (str, str))
-    if after is not None:
-        try:
-            at, line_id = datetime.fromisoformat(after[0]), uuid.UUID(after[1])
-        except ValueError:
-            raise ValidationFailed(
-                "The cursor is not valid.", errors={"cursor": ["Invalid cursor."]}
-            ) from None
-        query = query.where(
-            or_(
-                Transaction.created_at < at,
-                and_(Transaction.created_at == at, Transaction.id < line_id),
-            )
-        )
-    rows = list(
-        session.execute(
-            query.order_by(Transaction.created_at.desc(), Transaction.id.desc()).limit(limit + 1)
-        ).scalars()
-    )
-    next_cursor = None
-    if len(rows) > limit:
-        rows = rows[:limit]
-        last = rows[-1]
-        next_cursor = encode_cursor([last.created_at.isoformat(), str(last.id)])
-    return rows, next_cursor
+    return newest_first_page(session, query, Transaction, limit=limit, cursor=cursor)
 
 
 # ------------------------------------------------------------------------------ invariants

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import select, tuple_
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.auth.models import User
@@ -16,7 +16,7 @@ from app.fleet.events import node_changed
 from app.fleet.models import HostNode
 from app.fleet.state import transition_node
 from app.money import to_wire
-from app.pagination import decode_cursor, encode_cursor
+from app.pagination import newest_first_page
 
 
 def _pricing_json(pricing: dict[str, Any]) -> dict[str, Any]:
@@ -78,43 +78,7 @@ def list_nodes(
     session: Session, *, owner: User, limit: int, cursor: str | None
 ) -> tuple[list[HostNode], str | None]:
     query = select(HostNode).where(HostNode.owner_id == owner.id)
-    after = decode_cursor(cursor, (str, str))
-    if after is not None:
-        try:
-            after_id = uuid.UUID(after[1])
-        except ValueError:
-            from app.errors import ValidationFailed
-
-            raise ValidationFailed(
-                "The cursor is not valid.", errors={"cursor": ["Invalid cursor."]}
-            ) from None
-        query = query.where(
-            tuple_(HostNode.created_at, HostNode.id) < tuple_(_parse_time(after[0]), after_id)
-        )
-    rows = list(
-        session.execute(
-            query.order_by(HostNode.created_at.desc(), HostNode.id.desc()).limit(limit + 1)
-        ).scalars()
-    )
-    next_cursor = None
-    if len(rows) > limit:
-        rows = rows[:limit]
-        last = rows[-1]
-        next_cursor = encode_cursor([last.created_at.isoformat(), str(last.id)])
-    return rows, next_cursor
-
-
-def _parse_time(value: str):  # type: ignore[no-untyped-def]
-    from datetime import datetime
-
-    from app.errors import ValidationFailed
-
-    try:
-        return datetime.fromisoformat(value)
-    except ValueError:
-        raise ValidationFailed(
-            "The cursor is not valid.", errors={"cursor": ["Invalid cursor."]}
-        ) from None
+    return newest_first_page(session, query, HostNode, limit=limit, cursor=cursor)
 
 
 def update_node(

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import func, select, tuple_
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -22,11 +22,11 @@ from app.auth.models import User
 from app.config import Settings
 from app.db import utcnow
 from app.enums import NodeStatus, RentalStatus
-from app.errors import Conflict, NotFound, PaymentRequired, ValidationFailed
+from app.errors import Conflict, NotFound, PaymentRequired
 from app.fleet.models import HostNode
 from app.fleet.state import transition_node
 from app.money import quantize, to_wire
-from app.pagination import decode_cursor, encode_cursor
+from app.pagination import newest_first_page
 from app.proxy.service import (
     PortPoolExhausted,
     allocate_ports,
@@ -162,25 +162,7 @@ def request_stop(session: Session, *, rental: Rental, reason: str | None = None)
 def _page(
     session: Session, query: Any, *, limit: int, cursor: str | None
 ) -> tuple[list[Rental], str | None]:
-    after = decode_cursor(cursor, (str, str))
-    if after is not None:
-        try:
-            after_time, after_id = datetime.fromisoformat(after[0]), uuid.UUID(after[1])
-        except ValueError:
-            raise ValidationFailed(
-                "The cursor is not valid.", errors={"cursor": ["Invalid cursor."]}
-            ) from None
-        query = query.where(tuple_(Rental.created_at, Rental.id) < tuple_(after_time, after_id))
-    rows = list(
-        session.execute(
-            query.order_by(Rental.created_at.desc(), Rental.id.desc()).limit(limit + 1)
-        ).scalars()
-    )
-    next_cursor = None
-    if len(rows) > limit:
-        rows = rows[:limit]
-        next_cursor = encode_cursor([rows[-1].created_at.isoformat(), str(rows[-1].id)])
-    return rows, next_cursor
+    return newest_first_page(session, query, Rental, limit=limit, cursor=cursor)
 
 
 def list_rentals(

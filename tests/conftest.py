@@ -9,6 +9,7 @@ transaction, because many tests involve worker and server processes with their o
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -84,12 +85,28 @@ def _clean_state(request):
     engine = get_engine()
     tables = [t for t in _table_names(engine) if t != "alembic_version"]
     if tables:
-        with engine.begin() as conn:
-            conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+        _truncate(engine, tables)
     get_redis().flushdb()
 
 
 _tables: list[str] | None = None
+
+
+def _truncate(engine, tables: list[str], attempts: int = 5) -> None:
+    """TRUNCATE every table; a server or worker process of the test may still be finishing a
+    transaction, and PostgreSQL may pick the TRUNCATE as the victim of a deadlock: try again."""
+    from sqlalchemy.exc import OperationalError
+
+    for attempt in range(attempts):
+        try:
+            with engine.begin() as conn:
+                conn.execute(text("SET LOCAL lock_timeout = '5s'"))
+                conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+            return
+        except OperationalError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
 
 
 def _table_names(engine) -> list[str]:

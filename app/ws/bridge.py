@@ -268,11 +268,13 @@ class Bridge:
             self._detach(conn)
 
     def _attach(self, conn: AgentConnection) -> None:
+        # Claim first, register second: a sweep that read the previous owner while the claim was
+        # in flight must not find the new connection yet, or it would close it as replaced.
+        commands.claim_connection(conn.node_id, conn.token, client=self.redis)
         old = self.connections.get(conn.node_id)
         self.connections[conn.node_id] = conn
         if old is not None:
             old.close(CLOSE_REPLACED, "replaced by a newer connection")
-        commands.claim_connection(conn.node_id, conn.token, client=self.redis)
 
     def _detach(self, conn: AgentConnection) -> None:
         if self.connections.get(conn.node_id) is conn:

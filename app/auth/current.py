@@ -128,3 +128,7 @@ def admin_or_404(fn: F) -> F:
         return fn(*args, **kwargs)
 
     return wrapper  # type: ignore[return-value]
+
+
+# OpenAPI security requirement for routes that take a Clerk session token.
+BEARER_AUTH: list[dict[str, list[str]]] = [{"bearerAuth": []}]

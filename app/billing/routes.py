@@ -4,7 +4,7 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from app import idempotency
-from app.auth.current import admin_required, current_user, login_required
+from app.auth.current import BEARER_AUTH, admin_required, current_user, login_required
 from app.billing import service
 from app.billing.schemas import (
     BalanceSchema,
@@ -17,7 +17,6 @@ from app.pagination import PageArgsSchema
 from app.web import db_session
 
 blp = Blueprint("billing", __name__, url_prefix="/api/v1", description="Billing")
-SECURITY: list[dict[str, list[str]]] = [{"bearerAuth": []}]
 
 
 @blp.route("/billing/balance")
@@ -25,7 +24,7 @@ class Balance(MethodView):
     decorators = [login_required]
 
     @blp.response(200, BalanceSchema)
-    @blp.doc(security=SECURITY)
+    @blp.doc(security=BEARER_AUTH)
     def get(self):
         """Show my balance."""
         return {"balance": current_user().balance}
@@ -37,7 +36,7 @@ class Transactions(MethodView):
 
     @blp.arguments(PageArgsSchema, location="query")
     @blp.response(200, TransactionListSchema)
-    @blp.doc(security=SECURITY)
+    @blp.doc(security=BEARER_AUTH)
     def get(self, args):
         """List my ledger lines, newest first."""
         items, next_cursor = service.list_transactions(db_session(), user=current_user(), **args)
@@ -55,7 +54,7 @@ class Credits(MethodView):
         schema=TransactionSchema,
         description="This reference was credited before: the same ledger line",
     )
-    @blp.doc(security=SECURITY, parameters=[idempotency.OPENAPI_HEADER])
+    @blp.doc(security=BEARER_AUTH, parameters=[idempotency.OPENAPI_HEADER])
     def post(self, data):
         """Top up a user's balance (admins); credited once per reference."""
         session = db_session()
@@ -84,7 +83,7 @@ class Invariants(MethodView):
     decorators = [admin_required]
 
     @blp.response(200, InvariantReportSchema)
-    @blp.doc(security=SECURITY)
+    @blp.doc(security=BEARER_AUTH)
     def get(self):
         """Check the ledger's invariants and list every difference (admins)."""
         return service.check_invariants(db_session())

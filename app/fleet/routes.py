@@ -7,7 +7,7 @@ import redis
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
-from app.auth.current import current_user, is_admin, login_required
+from app.auth.current import BEARER_AUTH, current_user, is_admin, login_required
 from app.errors import ServiceUnavailable
 from app.fleet import service
 from app.fleet.commands import disconnect_node, send_to_node
@@ -28,7 +28,6 @@ from app.web import db_session
 
 log = logging.getLogger(__name__)
 blp = Blueprint("fleet", __name__, url_prefix="/api/v1", description="Host nodes")
-SECURITY: list[dict[str, list[str]]] = [{"bearerAuth": []}]
 
 
 @blp.route("/nodes")
@@ -37,7 +36,7 @@ class Nodes(MethodView):
 
     @blp.arguments(PageArgsSchema, location="query")
     @blp.response(200, NodeListSchema)
-    @blp.doc(security=SECURITY)
+    @blp.doc(security=BEARER_AUTH)
     def get(self, args):
         """List my nodes."""
         items, next_cursor = service.list_nodes(db_session(), owner=current_user(), **args)
@@ -45,7 +44,7 @@ class Nodes(MethodView):
 
     @blp.arguments(NodeCreateSchema)
     @blp.response(201, NodeCreatedSchema)
-    @blp.doc(security=SECURITY)
+    @blp.doc(security=BEARER_AUTH)
     def post(self, data):
         """Register a host node; the API key in the answer is shown only once."""
         session = db_session()
@@ -59,14 +58,14 @@ class NodeById(MethodView):
     decorators = [login_required]
 
     @blp.response(200, NodeSchema)
-    @blp.doc(security=SECURITY)
+    @blp.doc(security=BEARER_AUTH)
     def get(self, node_id: uuid.UUID):
         """Show one of my nodes."""
         return service.get_owned_node(db_session(), owner=current_user(), node_id=node_id)
 
     @blp.arguments(NodeUpdateSchema)
     @blp.response(200, NodeSchema)
-    @blp.doc(security=SECURITY)
+    @blp.doc(security=BEARER_AUTH)
     def patch(self, data, node_id: uuid.UUID):
         """Change a node's name, pricing, location, or maintenance status."""
         session = db_session()
@@ -80,7 +79,7 @@ class NodeApiKey(MethodView):
     decorators = [login_required]
 
     @blp.response(201, ApiKeySchema)
-    @blp.doc(security=SECURITY)
+    @blp.doc(security=BEARER_AUTH)
     def post(self, node_id: uuid.UUID):
         """Rotate the node's API key: the old key stops working at once."""
         session = db_session()
@@ -110,7 +109,7 @@ class NodeDrain(MethodView):
     decorators = [login_required]
 
     @blp.response(202, NodeSchema)
-    @blp.doc(security=SECURITY)
+    @blp.doc(security=BEARER_AUTH)
     def post(self, node_id: uuid.UUID):
         """Drain the node: no new rentals; its agent is told to wind down."""
         session = db_session()
@@ -133,7 +132,7 @@ class NodeMetrics(MethodView):
 
     @blp.arguments(NodeMetricsArgsSchema, location="query")
     @blp.response(200, NodeMetricsSchema)
-    @blp.doc(security=SECURITY)
+    @blp.doc(security=BEARER_AUTH)
     def get(self, args, node_id: uuid.UUID):
         """Show the node's heartbeat metrics, averaged per time bucket."""
         user = current_user()

@@ -5,13 +5,12 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import RAISE
 
-from app.auth.current import login_required
+from app.auth.current import BEARER_AUTH, login_required
 from app.marketplace import service
 from app.marketplace.schemas import OfferListSchema, OfferQueryArgsSchema
 from app.redis_client import get_redis
 
 blp = Blueprint("marketplace", __name__, url_prefix="/api/v1", description="Marketplace")
-SECURITY: list[dict[str, list[str]]] = [{"bearerAuth": []}]
 
 
 @blp.route("/offers")
@@ -21,7 +20,7 @@ class Offers(MethodView):
     # An unknown parameter is a 422: a misspelt filter must not silently widen the search.
     @blp.arguments(OfferQueryArgsSchema(), location="query", unknown=RAISE)
     @blp.response(200, OfferListSchema)
-    @blp.doc(security=SECURITY)
+    @blp.doc(security=BEARER_AUTH)
     def get(self, args):
         """Search the nodes available to rent now."""
         settings = current_app.config["DC_SETTINGS"]

@@ -7,7 +7,7 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from app import idempotency
-from app.auth.current import current_user, is_admin, login_required
+from app.auth.current import BEARER_AUTH, current_user, is_admin, login_required
 from app.pagination import PageArgsSchema
 from app.rentals import service
 from app.rentals.schemas import (
@@ -20,7 +20,6 @@ from app.rentals.schemas import (
 from app.web import db_session, enqueue_after_commit
 
 blp = Blueprint("rentals", __name__, url_prefix="/api/v1", description="Rentals")
-SECURITY: list[dict[str, list[str]]] = [{"bearerAuth": []}]
 
 
 @blp.route("/rentals")
@@ -29,7 +28,7 @@ class Rentals(MethodView):
 
     @blp.arguments(RentalQueryArgsSchema, location="query")
     @blp.response(200, RentalListSchema)
-    @blp.doc(security=SECURITY)
+    @blp.doc(security=BEARER_AUTH)
     def get(self, args):
         """List my rentals, newest first."""
         user = current_user()
@@ -41,7 +40,7 @@ class Rentals(MethodView):
 
     @blp.arguments(RentalCreateSchema)
     @blp.response(202, RentalEnvelopeSchema)
-    @blp.doc(security=SECURITY, parameters=[idempotency.OPENAPI_HEADER])
+    @blp.doc(security=BEARER_AUTH, parameters=[idempotency.OPENAPI_HEADER])
     def post(self, data):
         """Rent a node: the rental starts pending and becomes active once its container runs."""
         from workers.rentals import provision_rental
@@ -75,7 +74,7 @@ class RentalById(MethodView):
     decorators = [login_required]
 
     @blp.response(200, RentalEnvelopeSchema)
-    @blp.doc(security=SECURITY)
+    @blp.doc(security=BEARER_AUTH)
     def get(self, rental_id: uuid.UUID):
         """Show one of my rentals with its cost so far and connection details."""
         user = current_user()
@@ -91,7 +90,7 @@ class RentalStop(MethodView):
     decorators = [login_required]
 
     @blp.response(202, RentalEnvelopeSchema)
-    @blp.doc(security=SECURITY)
+    @blp.doc(security=BEARER_AUTH)
     def post(self, rental_id: uuid.UUID):
         """Stop a rental (a pending one is cancelled); asking again changes nothing."""
         from workers.rentals import stop_rental
@@ -114,7 +113,7 @@ class NodeRentals(MethodView):
 
     @blp.arguments(PageArgsSchema, location="query")
     @blp.response(200, HostRentalListSchema)
-    @blp.doc(security=SECURITY)
+    @blp.doc(security=BEARER_AUTH)
     def get(self, args, node_id: uuid.UUID):
         """List the rentals on one of my nodes, newest first."""
         items, next_cursor = service.list_node_rentals(

@@ -60,10 +60,11 @@ test: install ## Run the test suite against the real services
 	@scripts/services.sh >/dev/null
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-lint: install ## ruff and mypy
+lint: install ## ruff, mypy and the import contracts (.importlinter)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check app workers agent
 	$(VENV)/bin/mypy app workers agent
+	$(VENV)/bin/lint-imports
 
 format: install ## Format the code with ruff
 	$(VENV)/bin/ruff format app workers agent tests

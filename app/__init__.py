@@ -68,7 +68,8 @@ def create_app(settings: Settings | None = None, config: dict[str, Any] | None =
     from app.blueprints import register_blueprints
 
     register_blueprints(app, api)
-
+    # Every actor and periodic job, so the ops page and /metrics know them all.
+    from app import actors  # noqa: F401
     from app.cli import register_cli
 
     register_cli(app)

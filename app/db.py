@@ -1,17 +1,32 @@
-"""Declarative base, engine and session factory; usable without a Flask app context."""
+"""Declarative base, engine and session factory, and the after-commit hooks of a session.
+
+Usable without a Flask app context: routes, actors and scripts share it.
+"""
 
 from __future__ import annotations
 
+import logging
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import DateTime, MetaData, create_engine, func
+from sqlalchemy import DateTime, MetaData, create_engine, event, func
 from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.orm import (
+    DeclarativeBase,
+    Mapped,
+    Session,
+    SessionTransaction,
+    mapped_column,
+    sessionmaker,
+)
+
+from app.config import get_settings
+
+log = logging.getLogger(__name__)
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -73,8 +88,6 @@ def configure(url: str, **kwargs: Any) -> Engine:
 
 def get_engine() -> Engine:
     if _engine is None:
-        from app.config import get_settings
-
         configure(get_settings().database_url)
     assert _engine is not None
     return _engine
@@ -87,9 +100,16 @@ def new_session() -> Session:
 
 
 @contextmanager
-def session_scope() -> Iterator[Session]:
-    """A unit of work for workers and scripts: commit on success, roll back on error."""
+def session_scope(*, raise_hook_errors: bool = False) -> Iterator[Session]:
+    """A unit of work for workers and scripts: commit on success, roll back on error.
+
+    With `raise_hook_errors`, an after-commit hook that fails (a send to Redis, say) makes the
+    commit raise once every hook has run: an actor then fails and Dramatiq retries it, and the
+    repeat finds the rows committed and sends again.
+    """
     session = new_session()
+    if raise_hook_errors:
+        session.info[_RAISE] = True
     try:
         yield session
         session.commit()
@@ -98,3 +118,66 @@ def session_scope() -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+# ------------------------------------------------------------------------------ after commit
+_HOOKS = "dc_after_commit"  # session.info: [(name, hook)] waiting for the commit
+_MARKS = "dc_after_commit_marks"  # savepoint -> how many hooks were waiting when it began
+_RAISE = "dc_after_commit_raise"  # set by session_scope(raise_hook_errors=True)
+
+
+def after_commit(
+    session: Session, hook: Callable[[], object], *, name: str, once: bool = False
+) -> None:
+    """Run `hook()` once `session`'s transaction commits; forget it if the transaction rolls back.
+
+    A message sent before commit could reach a worker that cannot see the rows yet, or describe
+    a change that was rolled back. A savepoint that rolls back forgets only the hooks added
+    inside it; releasing a savepoint runs nothing. With `once`, a hook of the same `name`
+    already waiting in this transaction is not added again. A failing hook is logged, never
+    raised (except in a ``session_scope(raise_hook_errors=True)``): the rows are committed, and
+    the periodic sweeps repair a lost send.
+    """
+    pending: list[tuple[str, Callable[[], object]]] = session.info.setdefault(_HOOKS, [])
+    if once and any(waiting == name for waiting, _ in pending):
+        return
+    pending.append((name, hook))
+
+
+@event.listens_for(Session, "after_commit")
+def _run_hooks(session: Session) -> None:
+    if session.get_nested_transaction() is not None:
+        return  # only a savepoint was released; the transaction itself is not committed yet
+    failures: list[Exception] = []
+    for name, hook in session.info.pop(_HOOKS, []):
+        try:
+            hook()
+        except Exception as exc:
+            log.exception("after-commit hook failed", extra={"hook": name})
+            failures.append(exc)
+    if failures and session.info.get(_RAISE):
+        raise failures[0]
+
+
+@event.listens_for(Session, "after_transaction_create")
+def _mark_savepoint(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.nested:
+        marks = session.info.setdefault(_MARKS, {})
+        marks[transaction] = len(session.info.get(_HOOKS, ()))
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _drop_hooks(session: Session, previous_transaction: SessionTransaction) -> None:
+    """A rolled-back savepoint forgets only what was added inside it; the outer rollback, all."""
+    if previous_transaction.nested:
+        mark = session.info.get(_MARKS, {}).pop(previous_transaction, None)
+        if mark is not None and _HOOKS in session.info:
+            del session.info[_HOOKS][mark:]
+    elif previous_transaction.parent is None:
+        session.info.pop(_HOOKS, None)
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _forget_marks(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.parent is None:
+        session.info.pop(_MARKS, None)

@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import uuid
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from flask import Response, jsonify, request
+from marshmallow import Schema
 from sqlalchemy import DateTime, ForeignKey, Integer, String, select, text
 from sqlalchemy.dialects.postgresql import JSONB, UUID, insert
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
+from app.auth.current import current_user
 from app.db import Base
 from app.errors import Conflict, ValidationFailed
+from app.web import db_session
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 class IdempotencyKey(Base):
@@ -113,3 +120,38 @@ def replay(
     response = jsonify(body)
     response.status_code = status
     return key, response
+
+
+def idempotent(endpoint: str, schema: type[Schema], status_code: int) -> Callable[[F], F]:
+    """Honour Idempotency-Key on a route that creates or spends (place it below
+    ``@blp.arguments``, whose data it fingerprints, and ``@blp.response``).
+
+    The view changes rows and returns its data (or ``(data, status)``) without committing; this
+    records the answer under the key and commits, in the view's transaction. A repeat of the
+    request gets the first answer and the view does not run.
+    """
+
+    def decorate(view: F) -> F:
+        @functools.wraps(view)
+        def wrapper(self: Any, data: Any, *args: Any, **kwargs: Any) -> Any:
+            session = db_session()
+            user_id = current_user().id
+            key, replayed = replay(session, user_id=user_id, endpoint=endpoint, payload=data)
+            if replayed is not None:
+                return replayed
+            result = view(self, data, *args, **kwargs)
+            body, status = result if isinstance(result, tuple) else (result, status_code)
+            if key is not None:
+                record(
+                    session,
+                    user_id=user_id,
+                    key=key,
+                    status_code=status,
+                    body=schema().dump(body),
+                )
+            session.commit()
+            return result
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate

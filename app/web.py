@@ -1,4 +1,4 @@
-"""Request-scoped database session and the after-commit enqueue helper."""
+"""Request-scoped database session and the JSON body parser every route uses."""
 
 from __future__ import annotations
 
@@ -7,15 +7,13 @@ import logging
 from typing import Any
 
 from flask import Flask, g
-from sqlalchemy import event
-from sqlalchemy.orm import Session, SessionTransaction
+from flask_smorest import Blueprint
+from sqlalchemy.orm import Session
 from webargs.flaskparser import FlaskParser
 
 from app.db import new_session
 
 log = logging.getLogger(__name__)
-PENDING_KEY = _PENDING = "dc_pending_messages"
-_MARKS = "dc_pending_marks"  # savepoint -> how many messages were pending when it began
 
 
 def db_session() -> Session:
@@ -35,51 +33,6 @@ def init_app(app: Flask) -> None:
             if exc is not None or session.in_transaction():
                 session.rollback()
             session.close()
-
-
-def enqueue_after_commit(session: Session, actor: Any, *args: Any, **kwargs: Any) -> None:
-    """Send `actor(*args, **kwargs)` once `session` commits; forget it if it rolls back.
-
-    A message sent before commit could reach a worker that cannot see the rows yet, or describe
-    a change that was rolled back.
-    """
-    session.info.setdefault(_PENDING, []).append((actor, args, kwargs))
-
-
-@event.listens_for(Session, "after_commit")
-def _send_pending(session: Session) -> None:
-    if session.get_nested_transaction() is not None:
-        return  # only a savepoint was released; the transaction itself is not committed yet
-    pending = session.info.pop(_PENDING, [])
-    for actor, args, kwargs in pending:
-        try:
-            actor.send(*args, **kwargs)
-        except Exception:  # the rows are committed; a scheduled sweep repairs a lost send
-            log.exception("enqueue after commit failed", extra={"actor": actor.actor_name})
-
-
-@event.listens_for(Session, "after_transaction_create")
-def _mark_savepoint(session: Session, transaction: SessionTransaction) -> None:
-    if transaction.nested:
-        marks = session.info.setdefault(_MARKS, {})
-        marks[transaction] = len(session.info.get(_PENDING, ()))
-
-
-@event.listens_for(Session, "after_soft_rollback")
-def _drop_pending(session: Session, previous_transaction: SessionTransaction) -> None:
-    """A rolled-back savepoint forgets only what was enqueued inside it; the outer rollback, all."""
-    if previous_transaction.nested:
-        mark = session.info.get(_MARKS, {}).pop(previous_transaction, None)
-        if mark is not None and _PENDING in session.info:
-            del session.info[_PENDING][mark:]
-    elif previous_transaction.parent is None:
-        session.info.pop(_PENDING, None)
-
-
-@event.listens_for(Session, "after_transaction_end")
-def _forget_marks(session: Session, transaction: SessionTransaction) -> None:
-    if transaction.parent is None:
-        session.info.pop(_MARKS, None)
 
 
 class JsonBodyParser(FlaskParser):
@@ -104,7 +57,5 @@ def install_request_parser() -> None:
     `@blp.arguments` binds the parser when a route module is imported, so this runs when the
     `app` package is imported, before any domain's routes.
     """
-    from flask_smorest import Blueprint
-
     if not isinstance(Blueprint.ARGUMENTS_PARSER, JsonBodyParser):
         Blueprint.ARGUMENTS_PARSER = JsonBodyParser()

@@ -1,10 +1,4 @@
-"""Dramatiq workers: `dramatiq workers` loads the broker and every domain's actors."""
+"""The worker processes' entry point: `dramatiq workers` loads the broker, its middleware and
+every domain's actors (app/actors.py); workers/scheduler.py sends the periodic jobs."""
 
-# isort: off
-from workers import broker  # noqa: F401  (must come first)
-from workers import system  # noqa: F401
-from workers.registry import load_actor_modules
-
-# isort: on
-
-load_actor_modules()
+import app.actors  # noqa: F401  (declares every actor on the broker)

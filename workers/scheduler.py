@@ -12,15 +12,19 @@ import signal
 import socket
 import threading
 import time
-from typing import Any
+
+import redis
+
+from app.config import Settings, load_or_exit
+from app.logging import configure_logging
+from app.queue.periodic import LAST_SENT_KEY, PeriodicJob
 
 log = logging.getLogger("workers.scheduler")
 LOCK_KEY = "dc:scheduler:leader"
-LAST_SENT_KEY = "dc:scheduler:last_sent"
 
 
 class Scheduler:
-    def __init__(self, jobs: list[tuple[Any, Any]], settings: Any, redis: Any):
+    def __init__(self, jobs: list[PeriodicJob], settings: Settings, redis: redis.Redis):
         self.jobs = jobs
         self.settings = settings
         self.redis = redis
@@ -61,14 +65,11 @@ class Scheduler:
 
 
 def main() -> None:
-    from app.config import load_or_exit
-    from app.logging import configure_logging
-
     settings = load_or_exit()
     configure_logging(settings.log_level)
-    import workers  # noqa: F401  (broker and actors)
+    # Entry point: the actors are imported only once the settings are known to be valid.
+    from app.actors import periodic_jobs
     from app.redis_client import get_redis
-    from workers.registry import periodic_jobs
 
     scheduler = Scheduler(periodic_jobs(), settings, get_redis())
     signal.signal(signal.SIGTERM, lambda *_: scheduler.stop.set())

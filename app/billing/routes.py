@@ -55,27 +55,11 @@ class Credits(MethodView):
         description="This reference was credited before: the same ledger line",
     )
     @blp.doc(security=BEARER_AUTH, parameters=[idempotency.OPENAPI_HEADER])
+    @idempotency.idempotent("POST /billing/credits", TransactionSchema, 201)
     def post(self, data):
         """Top up a user's balance (admins); credited once per reference."""
-        session = db_session()
-        admin = current_user()
-        key, replayed = idempotency.replay(
-            session, user_id=admin.id, endpoint="POST /billing/credits", payload=data
-        )
-        if replayed is not None:
-            return replayed
-        line, created = service.top_up(session, **data)
-        status = 201 if created else 200
-        if key is not None:
-            idempotency.record(
-                session,
-                user_id=admin.id,
-                key=key,
-                status_code=status,
-                body=TransactionSchema().dump(line),
-            )
-        session.commit()
-        return line, status
+        line, created = service.top_up(db_session(), **data)
+        return line, 201 if created else 200
 
 
 @blp.route("/billing/invariants")

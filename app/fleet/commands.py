@@ -12,13 +12,17 @@ process whose connection's token is no longer there closes it (one live connecti
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
 from typing import Any
 
 import redis
+from sqlalchemy.orm import Session
 
 from agent.protocol import encode
+from app.db import after_commit
+from app.redis_client import get_redis
 
 COMMAND_EVENTS = frozenset({"start_instance", "stop_instance", "drain_node"})
 COMMANDS_CHANNEL = "dc:fleet:commands"  # message: a node id whose stream has a new entry
@@ -44,8 +48,11 @@ return 0
 """
 
 
+_STREAM_PREFIX, _STREAM_SUFFIX = "dc:node:", ":commands"
+
+
 def stream_key(node_id: str) -> str:
-    return f"dc:node:{node_id}:commands"
+    return f"{_STREAM_PREFIX}{node_id}{_STREAM_SUFFIX}"
 
 
 def index_key(node_id: str) -> str:
@@ -57,11 +64,7 @@ def owner_key(node_id: str) -> str:
 
 
 def _client(client: redis.Redis | None) -> redis.Redis:
-    if client is not None:
-        return client
-    from app.redis_client import get_redis
-
-    return get_redis()
+    return client if client is not None else get_redis()
 
 
 def _node(node_id: uuid.UUID | str) -> str:
@@ -84,6 +87,19 @@ def send_to_node(
     r = _client(client)
     r.eval(_ADD, 2, stream_key(node), index_key(node), command_id, frame, COMMANDS_CHANNEL, node)
     return command_id
+
+
+def send_after_commit(
+    session: Session, node_id: uuid.UUID | str, event: str, data: dict[str, Any]
+) -> None:
+    """Queue a command for the node's agent once `session` commits (nothing if it rolls back).
+
+    The data is checked against the protocol schema now, so a bad command fails in the caller.
+    """
+    if event not in COMMAND_EVENTS:
+        raise ValueError(f"{event!r} is not a command to agents")
+    encode(event, data)
+    after_commit(session, functools.partial(send_to_node, node_id, event, data), name=event)
 
 
 def ack(node_id: str, command_id: str, *, client: redis.Redis | None = None) -> bool:
@@ -135,3 +151,28 @@ def disconnect_node(node_id: uuid.UUID | str, *, client: redis.Redis | None = No
     pipe.delete(owner_key(node))
     pipe.publish(CONNECTIONS_CHANNEL, json.dumps({"node_id": node, "revoke": True}))
     pipe.execute()
+
+
+def oldest_pending(client: redis.Redis) -> tuple[str, float] | None:
+    """The node whose oldest unacked command is the oldest of all, and when it was queued
+    (epoch seconds); None when every command was acked. Acked entries are deleted, so each
+    stream's first entry is its oldest unacked command."""
+    streams = [
+        raw.decode() if isinstance(raw, bytes) else str(raw)
+        for raw in client.scan_iter(match=stream_key("*"), count=1000)
+    ]
+    if not streams:
+        return None
+    pipe = client.pipeline(transaction=False)
+    for key in streams:
+        pipe.xrange(key, "-", "+", count=1)
+    oldest: tuple[str, float] | None = None
+    for key, entries in zip(streams, pipe.execute(), strict=True):
+        if not entries:
+            continue
+        entry_id = entries[0][0]
+        entry_id = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+        stamp = float(entry_id.split("-", 1)[0]) / 1000  # stream ids start with their time in ms
+        if oldest is None or stamp < oldest[1]:
+            oldest = (key[len(_STREAM_PREFIX) : -len(_STREAM_SUFFIX)], stamp)
+    return oldest

@@ -15,11 +15,16 @@ Keys:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import redis
+from sqlalchemy.orm import Session
+
+from app.db import after_commit
+from app.redis_client import get_redis
 
 LAST_SEEN_ZSET = "dc:nodes:last_seen"
 OFFLINE_SET = "dc:nodes:offline"
@@ -127,6 +132,22 @@ def clear_offline(client: redis.Redis, node_ids: Iterable[str]) -> None:
         client.srem(OFFLINE_SET, *ids)
 
 
+def clear_offline_after_commit(session: Session, node_ids: Iterable[str]) -> None:
+    """As :func:`clear_offline`, once `session` commits the node's return."""
+    ids = list(node_ids)
+    after_commit(session, functools.partial(clear_offline, get_redis(), ids), name="clear_offline")
+
+
 def prune(client: redis.Redis, older_than: float) -> None:
     """Forget nodes not seen for a long time (their rows keep last_seen_at)."""
     client.zremrangebyscore(LAST_SEEN_ZSET, "-inf", f"({older_than}")
+
+
+def seen_count(client: redis.Redis, *, since: float) -> int:
+    """How many nodes were heard from at or after `since` (epoch seconds)."""
+    return int(client.zcount(LAST_SEEN_ZSET, since, "+inf"))  # type: ignore[arg-type]
+
+
+def heartbeats_total(client: redis.Redis) -> int:
+    """Heartbeats received since the counter was created (ops derives a rate from it)."""
+    return int(client.get(HEARTBEATS_COUNTER) or 0)  # type: ignore[arg-type]

@@ -7,6 +7,7 @@ from sqlalchemy.orm import Session
 from app.db import utcnow
 from app.enums import NodeStatus
 from app.errors import InvalidTransition
+from app.fleet.events import node_changed
 from app.fleet.models import HostNode, NodeStatusEvent
 
 ONLINE, OFFLINE, BUSY, MAINTENANCE = (
@@ -40,7 +41,5 @@ def transition_node(
     node.status = new
     node.status_changed_at = now
     session.add(NodeStatusEvent(node_id=node.id, status=new, at=now, reason=reason))
-    from app.fleet.events import node_changed
-
     node_changed(session, node.id)
     return True

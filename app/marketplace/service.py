@@ -1,5 +1,5 @@
 """Offer search: filters and the query language turned into one indexed SQL query, keyset
-pagination, a Redis cache versioned by every node change, and the materialised reliability.
+pagination, and pages served through the offers cache (app/marketplace/cache.py).
 
 The search SQL is assembled from fixed fragments: column names and operators come only from
 the whitelists below, and every value the caller gave is a bound parameter. PostgreSQL builds
@@ -15,22 +15,17 @@ import json
 import logging
 import math
 import re
-import typing
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Any
 
 import redis
-from sqlalchemy import text
 from sqlalchemy.engine import Connection
-from sqlalchemy.orm import Session
 
-from app.db import get_engine, utcnow
+from app.db import get_engine
 from app.errors import ValidationFailed
-from app.fleet.events import OFFERS_VERSION_KEY
+from app.marketplace.cache import CACHE_PREFIX, CachedSearch, cached_page
 from app.marketplace.query import QueryError, Term, parse_query
 from app.pagination import decode_cursor, encode_cursor
 
@@ -38,8 +33,6 @@ log = logging.getLogger(__name__)
 
 EARTH_RADIUS_KM = 6371.0088
 KM_PER_DEGREE = 2 * math.pi * EARTH_RADIUS_KM / 360
-CACHE_PREFIX = "dc:offers:cache:"
-RELIABILITY_WINDOW = timedelta(days=7)
 
 # What a renter may rent now. The partial offer indexes (migration 0005) use exactly this.
 OFFER_PREDICATE = "n.status = 'online' AND NOT n.draining AND NOT n.maintenance"
@@ -394,29 +387,14 @@ def search_page(connection: Connection, *, args: dict[str, Any]) -> str:
     )
 
 
-def search_offers(connection: Connection, *, args: dict[str, Any]) -> dict[str, Any]:
-    """One page of offers: `{"items": [...], "next_cursor": str | None}`."""
-    return typing.cast(dict[str, Any], json.loads(search_page(connection, args=args)))
-
-
 # ---------------------------------------------------------------------------------------------
-# The cache: entries are stamped with the offers version; any node change bumps the version
-# (app.fleet.events, after commit), so an entry never outlives the state it was built from.
+# Cached search (app/marketplace/cache.py keeps the pages and their version)
 
 
 def cache_key(args: dict[str, Any]) -> str:
     terms = parse_terms(args.get("q"))
     identity = {**_normalized(args, terms), "limit": args["limit"], "cursor": args.get("cursor")}
     return CACHE_PREFIX + _digest(identity, 40)
-
-
-@dataclass
-class CachedSearch:
-    """A page as JSON text; `store` (when set) puts it in the cache and may run after the
-    response is sent."""
-
-    body: str
-    store: Callable[[], None] | None = None
 
 
 def search_offers_json(
@@ -426,31 +404,14 @@ def search_offers_json(
     ttl_seconds: int,
     connection: Connection | None = None,
 ) -> CachedSearch:
-    """The page from the cache when it is current for the offers version, else from the
-    database (one autocommit statement: no BEGIN/ROLLBACK round trips for a read)."""
-    key = cache_key(args)
-    try:
-        # decode_responses=True: the values are text.
-        version, cached = typing.cast(list[str | None], redis_client.mget(OFFERS_VERSION_KEY, key))
-    except redis.RedisError:
-        log.warning("offers cache unavailable; searching without it", exc_info=True)
-        return CachedSearch(_run_search(args, connection))
-    version = version or "0"
-    if cached is not None:
-        stamp, _, body = cached.partition("|")
-        if stamp == version:
-            return CachedSearch(body)
-    # The version is read before the query runs: a change committed meanwhile bumps it, and
-    # this entry (stamped with the older version) is never served.
-    body = _run_search(args, connection)
-
-    def store() -> None:
-        try:
-            redis_client.set(key, f"{version}|{body}", ex=ttl_seconds)
-        except redis.RedisError:
-            log.warning("could not store a search in the offers cache", exc_info=True)
-
-    return CachedSearch(body, store)
+    """The page from the cache when it is current, else from the database (one autocommit
+    statement: no BEGIN/ROLLBACK round trips for a read)."""
+    return cached_page(
+        cache_key(args),
+        redis_client=redis_client,
+        ttl_seconds=ttl_seconds,
+        search=lambda: _run_search(args, connection),
+    )
 
 
 def _run_search(args: dict[str, Any], connection: Connection | None) -> str:
@@ -458,58 +419,3 @@ def _run_search(args: dict[str, Any], connection: Connection | None) -> str:
         return search_page(connection, args=args)
     with get_engine().connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         return search_page(conn, args=args)
-
-
-# ---------------------------------------------------------------------------------------------
-# Reliability
-
-_RELIABILITY_SQL = text("""
-WITH ev AS (
-    SELECT e.node_id, e.status::text AS status, e.at, e.id
-    FROM node_status_events e
-    WHERE e.at >= :t0 AND e.at < :t1
-    UNION ALL
-    -- The status each node had when the window opened.
-    SELECT n.id, last.status::text, CAST(:t0 AS timestamptz), last.id
-    FROM host_nodes n
-    CROSS JOIN LATERAL (
-        SELECT e.status, e.id FROM node_status_events e
-        WHERE e.node_id = n.id AND e.at < :t0
-        ORDER BY e.at DESC, e.id DESC LIMIT 1
-    ) last
-),
-spans AS (
-    SELECT node_id, status, at,
-           lead(at, 1, CAST(:t1 AS timestamptz)) OVER (PARTITION BY node_id ORDER BY at, id)
-               AS until
-    FROM ev
-),
-up AS (
-    SELECT node_id,
-           sum(extract(epoch FROM until - at)) FILTER (WHERE status IN ('online', 'busy')) AS up_s
-    FROM spans GROUP BY node_id
-)
-INSERT INTO node_reliability (node_id, reliability, computed_at)
-SELECT n.id,
-       round(least(1, greatest(0, coalesce(up.up_s, 0)
-             / greatest(extract(epoch FROM CAST(:t1 AS timestamptz)
-                                          - greatest(CAST(:t0 AS timestamptz), n.created_at)), 1)
-       ))::numeric, 4),
-       :t1
-FROM host_nodes n LEFT JOIN up ON up.node_id = n.id
-ON CONFLICT (node_id) DO UPDATE
-    SET reliability = excluded.reliability, computed_at = excluded.computed_at
-""")
-
-
-def refresh_reliability(session: Session, *, now: datetime | None = None) -> int:
-    """Recompute every node's uptime fraction over the last 7 days; return the rows written.
-
-    Up means online or busy. The denominator is the part of the window the node existed for,
-    so a node registered yesterday and up since is at 1.0. Before its first recorded event a
-    node counts as offline (nodes are registered offline).
-    """
-    t1 = now or utcnow()
-    t0 = t1 - RELIABILITY_WINDOW
-    result = session.execute(_RELIABILITY_SQL, {"t0": t0, "t1": t1})
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]

@@ -1,21 +1,13 @@
-"""When each job last finished: a Redis hash that the ops page and /metrics read."""
+"""When each job last finished (the broker middleware records it) and was last sent (the scheduler)."""
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import redis
 
-from app.redis_client import get_redis
-
-LAST_RUN_KEY = "dc:jobs:last_run"  # field: job (actor) name, value: epoch seconds
-LAST_SENT_KEY = "dc:scheduler:last_sent"  # written by workers/scheduler.py
-
-
-def record_job_run(name: str, *, client: redis.Redis | Any = None, at: float | None = None) -> None:
-    """Record that job `name` just finished (the worker middleware does this for every actor)."""
-    (client or get_redis()).hset(LAST_RUN_KEY, name, f"{at if at is not None else time.time():.3f}")
+from app.queue.periodic import LAST_SENT_KEY
+from app.queue.recorder import LAST_RUN_KEY
 
 
 def job_runs(client: redis.Redis) -> dict[str, float]:

@@ -28,7 +28,7 @@ from prometheus_client.metrics_core import Metric
 
 from app.ops import vitals
 from app.ops.queues import QueueInspector, platform_queues
-from app.ops.recorder import ACTOR_STATS_KEY, DURATION_BUCKETS
+from app.queue.recorder import ACTOR_STATS_KEY, DURATION_BUCKETS
 
 log = logging.getLogger(__name__)
 

@@ -25,11 +25,12 @@ from typing import Any, cast
 
 import redis
 
+from app.queue.broker import broker
+from app.queue.recorder import WORKERS_KEY, dead_note_key
+
 NAMESPACE = "dramatiq"
 PLATFORM_QUEUES = ("system", "fleet", "rentals", "billing", "pricing")
 HEARTBEAT_TIMEOUT_MS = 60_000  # RedisBroker's default heartbeat_timeout
-DEAD_NOTE_TTL_S = 7 * 24 * 3600  # as long as Dramatiq keeps dead letters
-WORKERS_KEY = "dc:ops:workers"
 _SUFFIXES = (".DQ.msgs", ".XQ.msgs", ".msgs", ".DQ", ".XQ")
 
 # Move one dead letter back onto its queue, or drop it; only the caller that removes the id from
@@ -93,17 +94,7 @@ class DeadLetter:
 
 def platform_queues() -> tuple[str, ...]:
     """The platform's queues and every queue an imported actor declared on our broker."""
-    try:
-        from workers.broker import broker
-
-        declared = broker.get_declared_queues()
-    except Exception:
-        declared = set()
-    return tuple(sorted(set(PLATFORM_QUEUES) | declared))
-
-
-def dead_note_key(redis_message_id: str) -> str:
-    return f"dc:ops:dead:{redis_message_id}"
+    return tuple(sorted(set(PLATFORM_QUEUES) | broker.get_declared_queues()))
 
 
 class QueueInspector:

@@ -1,9 +1,7 @@
 """The platform's vital signs: agents connected, nodes and rentals by status, billing lag, jobs.
 
-Fleet scores every node by when it was last seen in the sorted set ``dc:nodes:last_seen`` (see
-app/fleet/live.py) and queues commands per node in the Redis stream ``dc:node:<id>:commands``,
-deleting each entry when the agent acks it (app/fleet/commands.py), so a stream's first entry is
-its oldest unacked command. Heartbeats are counted in ``dc:metrics:heartbeats``.
+Fleet's Redis data is read through fleet's own helpers (app/fleet/live.py for last-seen times and
+the heartbeat count, app/fleet/commands.py for the oldest unacked command).
 """
 
 from __future__ import annotations
@@ -12,23 +10,20 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
 import redis
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.enums import NodeStatus, RentalStatus
-from app.fleet.live import HEARTBEATS_COUNTER, LAST_SEEN_ZSET
+from app.fleet import commands, live
 from app.fleet.models import HostNode
 from app.ops.jobs import job_runs, job_sends
+from app.queue import periodic
 from app.rentals.models import Rental
 
 log = logging.getLogger(__name__)
-
-NODE_KEY_PREFIX = "dc:node:"
-COMMANDS_SUFFIX = ":commands"
-HEARTBEATS_KEY = HEARTBEATS_COUNTER
 
 
 @dataclass(frozen=True)
@@ -38,38 +33,17 @@ class AgentVitals:
     oldest_command_node: str | None
 
 
-def count_heartbeats(pipe: Any, count: int = 1) -> None:
-    """Count agent heartbeats (call it on the pipeline that stores them)."""
-    pipe.incrby(HEARTBEATS_KEY, count)
-
-
 def heartbeats_total(client: redis.Redis) -> int:
-    return int(client.get(HEARTBEATS_KEY) or 0)  # type: ignore[arg-type]
+    return live.heartbeats_total(client)
 
 
 def agent_vitals(client: redis.Redis, *, timeout_s: float, now: float | None = None) -> AgentVitals:
     now = time.time() if now is None else now
-    connected = cast(int, client.zcount(LAST_SEEN_ZSET, now - timeout_s, "+inf"))
-    streams = [
-        raw.decode() if isinstance(raw, bytes) else raw
-        for raw in client.scan_iter(match=f"{NODE_KEY_PREFIX}*{COMMANDS_SUFFIX}", count=1000)
-    ]
-    pipe = client.pipeline(transaction=False)
-    for key in streams:
-        pipe.xrange(key, "-", "+", count=1)
-    oldest_ms: float | None = None
-    oldest_node: str | None = None
-    for key, entries in zip(streams, pipe.execute() if streams else [], strict=True):
-        if not entries:
-            continue
-        entry_id = _text(entries[0][0]) or "0-0"
-        stamp = float(entry_id.split("-", 1)[0])  # stream ids start with their time in ms
-        if oldest_ms is None or stamp < oldest_ms:
-            oldest_ms = stamp
-            oldest_node = key[len(NODE_KEY_PREFIX) : -len(COMMANDS_SUFFIX)]
-    age = max(0.0, now - oldest_ms / 1000) if oldest_ms is not None else None
+    oldest = commands.oldest_pending(client)
     return AgentVitals(
-        connected=connected, oldest_command_age_s=age, oldest_command_node=oldest_node
+        connected=live.seen_count(client, since=now - timeout_s),
+        oldest_command_age_s=max(0.0, now - oldest[1]) if oldest is not None else None,
+        oldest_command_node=oldest[0] if oldest is not None else None,
     )
 
 
@@ -109,15 +83,8 @@ def periodic_jobs(
     """Each periodic job with its interval and the age of its last run and last send."""
     now = time.time() if now is None else now
     runs, sends = job_runs(client), job_sends(client)
-    try:
-        from workers.registry import periodic_jobs as registered
-
-        jobs = registered()
-    except Exception:
-        log.warning("could not load the periodic jobs", exc_info=True)
-        jobs = []
     out = []
-    for actor, seconds in jobs:
+    for actor, seconds in periodic.registered():
         name = actor.actor_name
         try:
             interval = int(seconds(settings))
@@ -143,9 +110,3 @@ def last_run_age(jobs: list[dict[str, Any]], queue: str) -> float | None:
         j["last_run_age_s"] for j in jobs if j["queue"] == queue and j["last_run_age_s"] is not None
     ]
     return min(ages) if ages else None
-
-
-def _text(value: Any) -> str | None:
-    if value is None:
-        return None
-    return value.decode() if isinstance(value, bytes) else str(value)

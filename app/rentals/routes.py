@@ -10,6 +10,7 @@ from app import idempotency
 from app.auth.current import BEARER_AUTH, current_user, is_admin, login_required
 from app.pagination import PageArgsSchema
 from app.rentals import service
+from app.rentals.actors import provision_rental, stop_rental
 from app.rentals.schemas import (
     HostRentalListSchema,
     RentalCreateSchema,
@@ -17,7 +18,7 @@ from app.rentals.schemas import (
     RentalListSchema,
     RentalQueryArgsSchema,
 )
-from app.web import db_session, enqueue_after_commit
+from app.web import db_session
 
 blp = Blueprint("rentals", __name__, url_prefix="/api/v1", description="Rentals")
 
@@ -41,32 +42,16 @@ class Rentals(MethodView):
     @blp.arguments(RentalCreateSchema)
     @blp.response(202, RentalEnvelopeSchema)
     @blp.doc(security=BEARER_AUTH, parameters=[idempotency.OPENAPI_HEADER])
+    @idempotency.idempotent("POST /rentals", RentalEnvelopeSchema, 202)
     def post(self, data):
         """Rent a node: the rental starts pending and becomes active once its container runs."""
-        from workers.rentals import provision_rental
-
         session = db_session()
         user = current_user()
-        key, replayed = idempotency.replay(
-            session, user_id=user.id, endpoint="POST /rentals", payload=data
-        )
-        if replayed is not None:
-            return replayed
         rental = service.create_rental(
             session, renter=user, settings=current_app.config["DC_SETTINGS"], **data
         )
-        view = service.rental_view(rental, balance=user.balance)
-        if key is not None:
-            idempotency.record(
-                session,
-                user_id=user.id,
-                key=key,
-                status_code=202,
-                body=RentalEnvelopeSchema().dump({"rental": view}),
-            )
-        enqueue_after_commit(session, provision_rental, str(rental.id))
-        session.commit()
-        return {"rental": view}
+        provision_rental.send_after_commit(session, rental_id=str(rental.id))
+        return {"rental": service.rental_view(rental, balance=user.balance)}
 
 
 @blp.route("/rentals/<uuid:rental_id>")
@@ -93,15 +78,13 @@ class RentalStop(MethodView):
     @blp.doc(security=BEARER_AUTH)
     def post(self, rental_id: uuid.UUID):
         """Stop a rental (a pending one is cancelled); asking again changes nothing."""
-        from workers.rentals import stop_rental
-
         session = db_session()
         user = current_user()
         admin = is_admin(user)
         rental = service.get_rental(session, user=user, rental_id=rental_id, admin=admin, lock=True)
         reason = "stopped by an administrator" if admin and rental.renter_id != user.id else None
         if service.request_stop(session, rental=rental, reason=reason):
-            enqueue_after_commit(session, stop_rental, str(rental.id), reason)
+            stop_rental.send_after_commit(session, rental_id=str(rental.id), reason=reason)
         session.commit()
         balance = user.balance if rental.renter_id == user.id else None
         return {"rental": service.rental_view(rental, balance=balance)}

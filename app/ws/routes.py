@@ -1,4 +1,4 @@
-"""The agent WebSocket endpoint /ws/agent (flask-sock). See app/ws/bridge.py.
+"""The agent WebSocket endpoint /ws/agent (flask-sock). See app/ws/bridge.py for what happens to its frames.
 
 The API key is checked in a ``before_request`` of this blueprint: flask-sock completes the
 WebSocket handshake before the view runs, so this is the only place where a bad key can still
@@ -19,6 +19,7 @@ from app.errors import Unauthorized
 from app.extensions import sock
 from app.fleet.models import HostNode
 from app.proxy.service import tunnel_settings
+from app.ws.bridge import get_bridge
 
 blp = Blueprint("agent_ws", __name__)
 
@@ -50,8 +51,6 @@ def authenticate_agent() -> None:
 @sock.route("/ws/agent", bp=blp)
 def agent_socket(ws: Any) -> None:
     """Serve one agent's connection until it closes."""
-    from app.ws.bridge import get_bridge
-
     node_id, draining, tunnel = g.dc_agent
     get_bridge().serve(ws, node_id, draining=draining, tunnel=tunnel)
 

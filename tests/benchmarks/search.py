@@ -253,9 +253,10 @@ def main() -> None:
     from app.auth.tokens import mint_dev_token
     from app.config import get_settings
     from app.db import session_scope
-    from app.fleet.events import OFFERS_VERSION_KEY
+    from app.marketplace.cache import OFFERS_VERSION_KEY
+    from app.marketplace.reliability import refresh_reliability
     from app.marketplace.schemas import OfferQueryArgsSchema
-    from app.marketplace.service import build_search, parse_terms, refresh_reliability
+    from app.marketplace.service import build_search, parse_terms
     from app.redis_client import get_redis
     from tests.procs import api_server, free_port, wait_http
 

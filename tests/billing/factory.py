@@ -136,7 +136,7 @@ def charge_count(rental_id: uuid.UUID | None = None) -> int:
         return session.execute(query).scalar_one()
 
 
-def queued_stops() -> list[list[Any]]:
-    """The stop_rental messages waiting on the real rentals queue: their arguments."""
+def queued_stops() -> list[dict[str, Any]]:
+    """The stop_rental messages waiting on the real rentals queue: their keyword arguments."""
     messages = [json.loads(m) for m in get_redis().hvals("dramatiq:rentals.msgs")]
-    return [m["args"] for m in messages if m["actor_name"] == "stop_rental"]
+    return [m["kwargs"] for m in messages if m["actor_name"] == "stop_rental"]

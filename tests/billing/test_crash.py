@@ -7,19 +7,19 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
+from app.billing.actors import LAST_TICK_KEY, PAUSE_ENV, PAUSED_KEY
 from app.billing.models import BillingCharge
 from app.billing.service import amount_for_minutes
 from app.db import session_scope
 from app.redis_client import get_redis
 from tests.billing.factory import charge_count, create_party, ledger
 from tests.procs import running, wait_until, worker_process
-from workers.billing import LAST_TICK_KEY, PAUSE_ENV, PAUSED_KEY
 
 
 def test_a_worker_killed_mid_tick_leaves_nothing_and_redelivery_bills_each_minute_once(
     t0, invariants
 ):
-    from workers.billing import bill_active_rentals
+    from app.billing.actors import bill_active_rentals
 
     redis = get_redis()
     parties = [

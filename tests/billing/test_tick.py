@@ -135,7 +135,7 @@ def test_the_database_refuses_a_second_charge_for_the_same_minutes(tick, t0):
 def test_a_renter_who_runs_out_pays_what_the_balance_covers_and_the_rental_is_stopped(
     app, t0, invariants
 ):
-    from workers.billing import bill_active_rentals
+    from app.billing.actors import bill_active_rentals
 
     # 6.00/h is 0.10 a minute; 0.25 pays two minutes and half of the third.
     party = create_party(price="6", balance="0.25", start=t0 - timedelta(minutes=10))
@@ -146,7 +146,9 @@ def test_a_renter_who_runs_out_pays_what_the_balance_covers_and_the_rental_is_st
         "earning": D("0.2250"),
         "fee": D("0.0250"),
     }
-    assert queued_stops() == [[str(party.rental_id), "insufficient balance"]]
+    assert queued_stops() == [
+        {"rental_id": str(party.rental_id), "reason": "insufficient balance"}
+    ]
     assert invariants()["ok"], invariants()
 
 
@@ -306,23 +308,23 @@ def test_settling_charges_what_the_balance_covers_and_never_below_zero(app, t0, 
 
 
 def test_the_stop_message_billing_sends_stops_the_rental_through_the_normal_path(app, t0):
-    from workers.billing import bill_active_rentals
-    from workers.rentals import stop_rental
+    from app.billing.actors import bill_active_rentals
+    from app.rentals.actors import stop_rental
 
     party = create_party(price="6", balance="0.05", start=t0)
     bill_active_rentals.fn()
-    [args] = queued_stops()
-    stop_rental.fn(*args)
+    [kwargs] = queued_stops()
+    stop_rental.fn(**kwargs)
     row = rental_row(party.rental_id)
     assert row.stop_requested_at is not None
     assert row.stop_reason == "insufficient balance"
     bill_active_rentals.fn()
-    assert queued_stops() == [args]  # not asked again once the stop is under way
+    assert queued_stops() == [kwargs]  # not asked again once the stop is under way
 
 
 def test_the_scheduler_sends_the_tick_every_billing_tick_seconds(settings):
-    from workers.billing import bill_active_rentals
-    from workers.registry import periodic_jobs
+    from app.actors import periodic_jobs
+    from app.billing.actors import bill_active_rentals
 
     jobs = {actor.actor_name: seconds for actor, seconds in periodic_jobs()}
     assert jobs[bill_active_rentals.actor_name](settings) == settings.billing_tick_seconds

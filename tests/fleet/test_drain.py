@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from app.fleet import commands
-from app.fleet.events import OFFERS_VERSION_KEY
+from app.marketplace.cache import OFFERS_VERSION_KEY
 from app.redis_client import get_redis
 from tests.fleet.helpers import node_row
 

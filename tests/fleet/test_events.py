@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from app.db import new_session
-from app.fleet.events import OFFERS_VERSION_KEY, node_changed
+from app.fleet.events import node_changed
+from app.marketplace.cache import OFFERS_VERSION_KEY
 from app.redis_client import get_redis
 
 

@@ -7,10 +7,10 @@ from datetime import UTC, datetime, timedelta
 
 from app.enums import NodeStatus, RentalStatus
 from app.fleet import live
+from app.fleet.actors import check_node_liveness, liveness_interval
 from app.redis_client import get_redis
 from tests.fleet.helpers import history, make_rental, node_row, set_node
 from tests.procs import wait_until
-from workers.fleet import check_node_liveness, liveness_interval
 
 TIMEOUT = 20  # HEARTBEAT_TIMEOUT_SECONDS in the test settings
 
@@ -100,6 +100,6 @@ def test_busy_and_maintenance_nodes_go_offline_and_come_back_as_they_were(
 
 def test_liveness_runs_often_enough_for_the_timeout(settings):
     assert liveness_interval(settings) <= TIMEOUT / 4
-    from workers.registry import periodic_jobs
+    from app.actors import periodic_jobs
 
     assert check_node_liveness in [actor for actor, _ in periodic_jobs()]

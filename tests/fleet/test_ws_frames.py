@@ -181,14 +181,27 @@ def test_instance_events_are_handed_to_the_rental_actors(agents, node):
         "instance_stopped", {"rental_id": rental_id, "container_id": "c-1", "exit_code": 137}
     )
 
-    def by_actor() -> dict[str, list]:
-        return {m["actor_name"]: m["args"] for m in queued_messages("rentals")}
+    def by_actor() -> dict[str, dict]:
+        return {m["actor_name"]: m["kwargs"] for m in queued_messages("rentals")}
 
     messages = wait_until(lambda: len(by_actor()) == 3 and by_actor(), 5, what="rental messages")
     node_id = str(node.id)
-    assert messages["on_instance_started"] == [node_id, rental_id, "c-1"]
-    assert messages["on_instance_failed"] == [node_id, rental_id, "image not found"]
-    assert messages["on_instance_stopped"] == [node_id, rental_id, "c-1", 137]
+    assert messages["on_instance_started"] == {
+        "node_id": node_id,
+        "rental_id": rental_id,
+        "container_id": "c-1",
+    }
+    assert messages["on_instance_failed"] == {
+        "node_id": node_id,
+        "rental_id": rental_id,
+        "reason": "image not found",
+    }
+    assert messages["on_instance_stopped"] == {
+        "node_id": node_id,
+        "rental_id": rental_id,
+        "container_id": "c-1",
+        "exit_code": 137,
+    }
 
 
 def test_second_connection_for_a_node_replaces_the_first(agents, node):

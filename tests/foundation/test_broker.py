@@ -1,4 +1,4 @@
-"""The broker: a real worker runs an actor; the after-commit helper sends only what was committed."""
+"""The broker: a real worker runs an actor; an actor sent after commit goes out only once the transaction commits."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def redis():
 
 @pytest.fixture
 def ping():
-    from workers.system import ping as actor
+    from app.ops.actors import ping as actor
 
     return actor
 
@@ -42,14 +42,13 @@ def test_a_real_worker_process_runs_the_ping_actor(redis, ping):
     assert redis.llen(QUEUE) == 0
 
 
-def test_enqueue_after_commit_sends_only_once_the_transaction_commits(redis, ping):
+def test_send_after_commit_sends_only_once_the_transaction_commits(redis, ping):
     from app.db import new_session
-    from app.web import enqueue_after_commit
 
     session = new_session()
     try:
         session.execute(text("SELECT 1"))
-        enqueue_after_commit(session, ping, "after-commit")
+        ping.send_after_commit(session, "after-commit")
         session.flush()
         assert redis.llen(QUEUE) == 0, "sent before commit"
         session.commit()
@@ -60,14 +59,13 @@ def test_enqueue_after_commit_sends_only_once_the_transaction_commits(redis, pin
         session.close()
 
 
-def test_enqueue_after_commit_sends_nothing_after_a_rollback(redis, ping):
+def test_send_after_commit_sends_nothing_after_a_rollback(redis, ping):
     from app.db import new_session
-    from app.web import enqueue_after_commit
 
     session = new_session()
     try:
         session.execute(text("SELECT 1"))
-        enqueue_after_commit(session, ping, "rolled-back")
+        ping.send_after_commit(session, "rolled-back")
         session.rollback()
         assert redis.llen(QUEUE) == 0
         # A later commit in the same session must not resurrect the forgotten message.
@@ -80,14 +78,13 @@ def test_enqueue_after_commit_sends_nothing_after_a_rollback(redis, ping):
 
 def test_a_released_savepoint_does_not_send_before_the_transaction_commits(redis, ping):
     from app.db import new_session
-    from app.web import enqueue_after_commit
 
     session = new_session()
     try:
         session.execute(text("SELECT 1"))
-        enqueue_after_commit(session, ping, "outer")
+        ping.send_after_commit(session, "outer")
         with session.begin_nested():
-            enqueue_after_commit(session, ping, "inside")
+            ping.send_after_commit(session, "inside")
         assert redis.llen(QUEUE) == 0, "a savepoint release is not a commit"
         session.commit()
         assert redis.llen(QUEUE) == 2
@@ -97,22 +94,21 @@ def test_a_released_savepoint_does_not_send_before_the_transaction_commits(redis
 
 def test_a_rolled_back_savepoint_forgets_only_what_was_enqueued_inside_it(redis, ping):
     from app.db import new_session
-    from app.web import enqueue_after_commit
 
     session = new_session()
     try:
         session.execute(text("SELECT 1"))
-        enqueue_after_commit(session, ping, "kept-before")
+        ping.send_after_commit(session, "kept-before")
         try:
             with session.begin_nested():
-                enqueue_after_commit(session, ping, "dropped-inside")
+                ping.send_after_commit(session, "dropped-inside")
                 raise RuntimeError("the savepoint fails")
         except RuntimeError:
             pass
         savepoint = session.begin_nested()
-        enqueue_after_commit(session, ping, "dropped-too")
+        ping.send_after_commit(session, "dropped-too")
         savepoint.rollback()
-        enqueue_after_commit(session, ping, "kept-after")
+        ping.send_after_commit(session, "kept-after")
         session.commit()
         bodies = [
             redis.hget(f"{QUEUE}.msgs", message_id) for message_id in redis.lrange(QUEUE, 0, -1)

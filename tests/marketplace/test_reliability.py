@@ -11,7 +11,7 @@ from app.db import session_scope, utcnow
 from app.enums import NodeStatus
 from app.fleet.models import HostNode, NodeStatusEvent
 from app.marketplace.models import NodeReliability
-from app.marketplace.service import refresh_reliability
+from app.marketplace.reliability import refresh_reliability
 from tests.marketplace.market import add_node
 
 
@@ -75,7 +75,7 @@ def test_refreshing_again_updates_the_figure(user):
 
 
 def test_offers_show_reliability_after_the_job_and_can_be_filtered_by_it(client, user):
-    from workers.pricing import refresh_node_reliability
+    from app.pricing.actors import refresh_node_reliability
 
     now = utcnow()
     steady = add_node(user.id, name="steady", rate="1.0000")

@@ -9,12 +9,12 @@ import logging
 import uuid
 
 from app.logging import JsonFormatter, correlation_id
+from app.ops.actors import ping
 from app.ops.queues import NAMESPACE
 from app.redis_client import get_redis
-from app.web import db_session, enqueue_after_commit
+from app.web import db_session
 from tests.ops.helpers import ops_worker
 from tests.procs import wait_until
-from workers.system import ping
 
 
 @contextlib.contextmanager
@@ -68,7 +68,7 @@ def test_the_request_id_travels_from_the_route_into_the_message_and_the_actor_lo
     with app.test_request_context("/api/v1/anything", headers={"X-Request-Id": request_id}):
         app.preprocess_request()
         session = db_session()
-        enqueue_after_commit(session, ping, token)
+        ping.send_after_commit(session, token)
         session.commit()
     assert correlation_id.get() is None  # the request's id does not leak past its teardown
 

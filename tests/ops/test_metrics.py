@@ -15,13 +15,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from app.db import utcnow
 from app.enums import RentalStatus
 from app.fleet.live import Sighting, write_sightings
-from app.ops.vitals import count_heartbeats
+from app.ops.actors import ping
 from app.redis_client import get_redis
 from app.rentals.models import Rental
 from tests.ops import failing_actors as actors
 from tests.ops.helpers import inspector, ops_worker
 from tests.procs import ROOT, api_server, free_port, running, wait_http, wait_until
-from workers.system import ping
 
 
 def _samples(text: str) -> dict[tuple[str, frozenset], float]:
@@ -85,10 +84,10 @@ def test_a_scrape_with_the_token_reports_http_queue_worker_and_domain_metrics(
     db.commit()
     client_redis = get_redis()
     write_sightings(client_redis, [Sighting(str(node.id), time.time(), "online")])
-    pipe = client_redis.pipeline()
-    count_heartbeats(pipe, 4)
-    count_heartbeats(pipe)
-    pipe.execute()
+    # Five heartbeats as the socket server stores them (a hello, above, is not one).
+    beat = Sighting(str(node.id), time.time(), "online", metrics={"cpu_temp": 50.0})
+    write_sightings(client_redis, [beat] * 4)
+    write_sightings(client_redis, [beat])
 
     # Real actor runs, recorded by the worker middleware: one ok, one dead-lettered.
     token = uuid.uuid4().hex

@@ -8,13 +8,13 @@ from sqlalchemy import select
 
 from app.db import session_scope, utcnow
 from app.enums import NodeStatus, RentalStatus
-from app.fleet.events import OFFERS_VERSION_KEY
 from app.fleet.models import HostNode
+from app.marketplace.cache import OFFERS_VERSION_KEY
+from app.pricing.actors import PERIODIC_JOBS, reprice_auto_match_nodes
 from app.pricing.models import PriceChange
 from app.rentals.models import Rental
 from tests.marketplace.market import add_node
 from tests.pricing.test_suggestion import market_of_4090s
-from workers.pricing import PERIODIC_JOBS, reprice_auto_match_nodes
 
 
 def rate_of(node_id) -> Decimal:

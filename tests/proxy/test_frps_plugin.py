@@ -14,8 +14,8 @@ from app.db import session_scope
 from app.enums import NodeStatus
 from app.fleet.commands import pending
 from app.proxy.models import PortAllocation
+from app.rentals import actors
 from tests.rentals.helpers import live_allocations, load_node, rental_body
-from workers import rentals as actors
 
 SECRET = "test-plugin-secret"
 

@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from app.enums import NodeStatus, RentalStatus
+from app.rentals import actors
 from tests.rentals.helpers import (
     all_allocations,
     live_allocations,
@@ -19,7 +20,6 @@ from tests.rentals.helpers import (
     rental_body,
     rental_count,
 )
-from workers import rentals as actors
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from app.db import session_scope, utcnow
 from app.enums import NodeStatus, RentalStatus
 from app.errors import InvalidTransition
 from app.fleet.commands import pending
+from app.rentals import actors
 from app.rentals.models import Rental
 from app.rentals.state import transition_rental
 from tests.rentals.helpers import (
@@ -24,7 +25,6 @@ from tests.rentals.helpers import (
     rental_body,
     set_node_status,
 )
-from workers import rentals as actors
 
 
 def commands(node_id) -> list[dict]:
@@ -240,7 +240,9 @@ def test_the_pending_sweep_sends_the_start_check_for_overdue_rentals(provisioned
     backdate_rental(rental_id, settings.rental_start_timeout_seconds + 1)
     actors.expire_pending_rentals.fn()
     queued = [json.loads(m) for m in get_redis().hvals("dramatiq:rentals.msgs")]
-    assert [(m["actor_name"], m["args"]) for m in queued] == [("check_start_timeout", [rental_id])]
+    assert [(m["actor_name"], m["kwargs"]) for m in queued] == [
+        ("check_start_timeout", {"rental_id": rental_id})
+    ]
 
 
 def test_stopping_an_active_rental_sends_stop_instance_and_completes_on_instance_stopped(
@@ -380,8 +382,8 @@ def test_the_offline_sweep_picks_only_rentals_past_the_grace(active, settings):
     get_redis().delete("dramatiq:rentals.msgs", "dramatiq:rentals")
     actors.end_rentals_on_offline_nodes.fn()
     queued = [json.loads(m) for m in get_redis().hvals("dramatiq:rentals.msgs")]
-    assert [(m["actor_name"], m["args"]) for m in queued] == [
-        ("end_rental_on_offline_node", [late])
+    assert [(m["actor_name"], m["kwargs"]) for m in queued] == [
+        ("end_rental_on_offline_node", {"rental_id": late})
     ]
 
 
@@ -399,15 +401,34 @@ def test_the_rental_state_table_refuses_impossible_transitions(active):
             transition_rental(session, rental, RentalStatus.ACTIVE)
 
 
-def test_actors_ignore_ids_that_are_not_rentals():
+def test_actors_ignore_ids_that_are_not_rentals(provisioned):
+    from app.redis_client import get_redis
+
+    rental_id, node = provisioned()  # a real rental beside the unknown ids: it must not move
+    before = load_rental(rental_id)
+    node_before = load_node(node.id)
+    commands_before = commands(node.id)
+    redis = get_redis()
+    redis.delete("dramatiq:rentals.msgs", "dramatiq:rentals", "dramatiq:rentals.DQ.msgs")
     for call in (
         lambda: actors.provision_rental.fn(str(uuid.uuid4())),
         lambda: actors.provision_rental.fn("not-a-uuid"),
         lambda: actors.stop_rental.fn(str(uuid.uuid4()), None),
         lambda: actors.check_start_timeout.fn(str(uuid.uuid4())),
-        lambda: actors.on_instance_stopped.fn(str(uuid.uuid4()), str(uuid.uuid4()), None, None),
+        lambda: actors.on_instance_stopped.fn(str(node.id), str(uuid.uuid4()), None, None),
+        lambda: actors.on_instance_started.fn(str(node.id), "not-a-uuid", "c0ffee"),
     ):
-        call()
+        assert call() is None
+    after = load_rental(rental_id)
+    assert (after.status, after.stop_requested_at, after.container_id) == (
+        before.status,
+        before.stop_requested_at,
+        before.container_id,
+    )
+    assert load_node(node.id).status == node_before.status
+    assert commands(node.id) == commands_before, "no command was sent to the agent"
+    assert redis.hlen("dramatiq:rentals.msgs") == 0, "no message was sent"
+    assert redis.hlen("dramatiq:rentals.DQ.msgs") == 0, "no start check was scheduled"
 
 
 def test_live_rentals_for_node_lists_pending_and_active_only(active, rent):

@@ -7,9 +7,9 @@ from datetime import timedelta
 from decimal import Decimal
 
 from app.db import session_scope, utcnow
+from app.rentals import actors
 from app.rentals.models import Rental
 from tests.rentals.helpers import rental_body
-from workers import rentals as actors
 
 
 def _rent(client, user, node, **overrides):

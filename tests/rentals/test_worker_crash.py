@@ -84,7 +84,7 @@ def test_a_worker_killed_mid_provisioning_leaves_one_allocation_after_redelivery
         starts = [json.loads(frame) for _entry, frame in pending(str(node.id))]
         assert {s["data"]["proxy_port_mapping"]["22"] for s in starts} == {only_port}
 
-        from workers.rentals import on_instance_started
+        from app.rentals.actors import on_instance_started
 
         on_instance_started.send(str(node.id), rental_id, "c0ffee")
         wait_until(

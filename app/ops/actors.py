@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import dramatiq
-
+from app.queue.actors import actor
 from app.redis_client import get_redis
 
+PING_KEY = "dc:ping:{token}"
 
-@dramatiq.actor(queue_name="system", max_retries=3, time_limit=10_000)
+
+@actor(queue_name="system", max_retries=3, time_limit=10_000)
 def ping(token: str) -> None:
     """Record that a worker ran (used by health checks and tests)."""
-    get_redis().set(f"dc:ping:{token}", "pong", ex=300)
+    get_redis().set(PING_KEY.format(token=token), "pong", ex=300)

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import logging
 
-import dramatiq
-
 from app.db import session_scope
-from app.fleet.events import bump_offers_version
-from app.marketplace.service import refresh_reliability
+from app.marketplace.cache import invalidate_offers
+from app.marketplace.reliability import refresh_reliability
 from app.pricing.service import auto_match_node_ids, reprice_nodes
+from app.queue.actors import actor
+from app.queue.periodic import PeriodicJob, register
 
 log = logging.getLogger(__name__)
 BATCH = 200
 
 
-@dramatiq.actor(queue_name="pricing", max_retries=3, time_limit=600_000)
+@actor(queue_name="pricing", max_retries=3, time_limit=600_000)
 def reprice_auto_match_nodes() -> None:
     """Move every auto-matching node to its market rate (idempotent: unchanged rates stay)."""
     with session_scope() as session:
@@ -28,16 +28,16 @@ def reprice_auto_match_nodes() -> None:
     log.info("auto-match repricing done", extra={"nodes": len(node_ids), "changed": changed})
 
 
-@dramatiq.actor(queue_name="pricing", max_retries=3, time_limit=300_000)
+@actor(queue_name="pricing", max_retries=3, time_limit=300_000)
 def refresh_node_reliability() -> None:
     """Recompute every node's 7-day uptime fraction shown in offers."""
     with session_scope() as session:
         rows = refresh_reliability(session)
-    bump_offers_version()
+    invalidate_offers()
     log.info("reliability refreshed", extra={"nodes": rows})
 
 
-PERIODIC_JOBS = [
-    (reprice_auto_match_nodes, lambda settings: settings.pricing_interval_seconds),
-    (refresh_node_reliability, lambda settings: settings.reliability_interval_seconds),
-]
+PERIODIC_JOBS = register(
+    PeriodicJob(reprice_auto_match_nodes, lambda settings: settings.pricing_interval_seconds),
+    PeriodicJob(refresh_node_reliability, lambda settings: settings.reliability_interval_seconds),
+)

@@ -22,12 +22,15 @@ import dramatiq
 from dramatiq.middleware import Middleware
 
 from app.logging import correlation_id
-from app.ops.jobs import LAST_RUN_KEY
-from app.ops.queues import DEAD_NOTE_TTL_S, WORKERS_KEY, dead_note_key
+from app.redis_client import get_redis
 
 log = logging.getLogger(__name__)
 
+# The key families this middleware writes; the ops page and /metrics read them (app/ops/).
 ACTOR_STATS_KEY = "dc:metrics:actors"
+LAST_RUN_KEY = "dc:jobs:last_run"  # field: actor name, value: epoch seconds of its last success
+WORKERS_KEY = "dc:ops:workers"  # field: broker id, value: JSON about the worker process
+DEAD_NOTE_TTL_S = 7 * 24 * 3600  # as long as Dramatiq keeps dead letters
 # Upper bounds in seconds of the actor-duration histogram (the last bucket is +Inf).
 DURATION_BUCKETS = (
     0.005,
@@ -55,10 +58,9 @@ def bucket_index(seconds: float) -> int:
     return len(DURATION_BUCKETS)
 
 
-def _redis() -> Any:
-    from app.redis_client import get_redis
-
-    return get_redis()
+def dead_note_key(redis_message_id: str) -> str:
+    """The error kept beside a dead letter (Dramatiq keeps the message only as enqueued)."""
+    return f"dc:ops:dead:{redis_message_id}"
 
 
 class OpsRecorder(Middleware):
@@ -81,13 +83,13 @@ class OpsRecorder(Middleware):
             "threads": getattr(worker, "worker_threads", None),
         }
         try:
-            _redis().hset(WORKERS_KEY, broker.broker_id, json.dumps(info))  # type: ignore[attr-defined]
+            get_redis().hset(WORKERS_KEY, broker.broker_id, json.dumps(info))  # type: ignore[attr-defined]
         except Exception:
             log.warning("could not register the worker for the ops page", exc_info=True)
 
     def before_worker_shutdown(self, broker: dramatiq.Broker, worker: Any) -> None:
         try:
-            _redis().hdel(WORKERS_KEY, broker.broker_id)  # type: ignore[attr-defined]
+            get_redis().hdel(WORKERS_KEY, broker.broker_id)  # type: ignore[attr-defined]
         except Exception:
             log.warning("could not unregister the worker", exc_info=True)
 
@@ -128,7 +130,7 @@ class OpsRecorder(Middleware):
         actor, queue = message.actor_name, _canonical(message.queue_name)
         redis_id = message.options.get("redis_message_id")
         try:
-            pipe = _redis().pipeline(transaction=False)
+            pipe = get_redis().pipeline(transaction=False)
             pipe.hincrby(ACTOR_STATS_KEY, f"d|{actor}|{queue}", 1)
             if redis_id:
                 pipe.set(
@@ -145,7 +147,7 @@ class OpsRecorder(Middleware):
             started = self._started.pop(message.message_id, None)
         actor, queue = message.actor_name, _canonical(message.queue_name)
         try:
-            pipe = _redis().pipeline(transaction=False)
+            pipe = get_redis().pipeline(transaction=False)
             pipe.hincrby(ACTOR_STATS_KEY, f"n|{actor}|{queue}|{outcome}", 1)
             if started is not None:
                 elapsed = time.perf_counter() - started

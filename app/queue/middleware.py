@@ -1,4 +1,4 @@
-"""Worker middleware: database set-up per process, structured logs per actor run."""
+"""Broker middleware: database set-up per process, structured logs per actor run, run stats."""
 
 from __future__ import annotations
 
@@ -10,16 +10,16 @@ from typing import Any
 import dramatiq
 from dramatiq.middleware import Middleware
 
+from app import db
 from app.config import get_settings
 from app.logging import configure_logging, correlation_id
+from app.queue.recorder import OpsRecorder
 
 log = logging.getLogger("workers")
 
 
 class ProcessSetup(Middleware):
     def after_process_boot(self, broker: dramatiq.Broker) -> None:
-        from app import db
-
         settings = get_settings()
         configure_logging(settings.log_level)
         db.configure(settings.database_url)
@@ -84,6 +84,4 @@ def _guess_id(message: Any) -> str | None:
 def install(broker: dramatiq.Broker) -> None:
     broker.add_middleware(ProcessSetup())
     broker.add_middleware(ActorLog())
-    from app.ops.recorder import OpsRecorder
-
     broker.add_middleware(OpsRecorder())

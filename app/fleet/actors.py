@@ -11,13 +11,15 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-import dramatiq
+from sqlalchemy.orm import Session
 
 from app.config import Settings, get_settings
 from app.db import session_scope, utcnow
 from app.enums import NodeStatus
-from app.fleet import live, liveness
+from app.fleet import commands, live, liveness
 from app.fleet.models import HostNode
+from app.queue.actors import actor, unit_of_work
+from app.queue.periodic import PeriodicJob, register
 from app.redis_client import get_redis
 
 log = logging.getLogger(__name__)
@@ -25,16 +27,17 @@ log = logging.getLogger(__name__)
 # little before one that another server stored earlier.
 FLUSH_OVERLAP_SECONDS = 30
 PRUNE_AFTER_SECONDS = 7 * 24 * 3600
+RETRIES = {"max_retries": 5, "min_backoff": 500, "max_backoff": 10_000}
 
 
 def _at(epoch: float) -> datetime:
     return datetime.fromtimestamp(epoch, UTC)
 
 
-@dramatiq.actor(
-    queue_name="fleet", max_retries=5, min_backoff=500, max_backoff=10_000, time_limit=30_000
-)
+@actor(queue_name="fleet", time_limit=30_000, **RETRIES)
+@unit_of_work
 def record_hello(
+    session: Session,
     node_id: str,
     agent_version: str,
     specs: dict[str, Any],
@@ -42,56 +45,49 @@ def record_hello(
     seen_at: float,
 ) -> None:
     """Record what the agent detected, bring the node back, and stop containers it should not run."""
-    settings = get_settings()
-    with session_scope() as session:
-        node = session.get(HostNode, uuid.UUID(node_id), with_for_update=True)
-        if node is None:
-            return
-        liveness.apply_hello(
+    node = session.get(HostNode, uuid.UUID(node_id), with_for_update=True)
+    if node is None:
+        return
+    liveness.apply_hello(
+        session,
+        node=node,
+        specs=specs,
+        agent_version=agent_version,
+        seen_at=_at(seen_at),
+        now=utcnow(),
+        timeout_seconds=get_settings().heartbeat_timeout_seconds,
+    )
+    stale = liveness.stale_containers(session, node_id=node.id, containers=containers)
+    if node.status != NodeStatus.OFFLINE:
+        live.clear_offline_after_commit(session, [node_id])
+    for container in stale:
+        # A redelivered hello queues the same stop again; the agent treats it as done.
+        commands.send_after_commit(
             session,
-            node=node,
-            specs=specs,
-            agent_version=agent_version,
-            seen_at=_at(seen_at),
-            now=utcnow(),
-            timeout_seconds=settings.heartbeat_timeout_seconds,
+            node_id,
+            "stop_instance",
+            {"rental_id": container["rental_id"], "container_id": container["container_id"]},
         )
-        stale = liveness.stale_containers(session, node_id=node.id, containers=containers)
-        back = node.status != NodeStatus.OFFLINE
-    if back:
-        live.clear_offline(get_redis(), [node_id])
     if stale:
-        from app.fleet.commands import send_to_node
-
-        for container in stale:
-            # A redelivered hello queues the same stop again; the agent treats it as done.
-            send_to_node(
-                node_id,
-                "stop_instance",
-                {"rental_id": container["rental_id"], "container_id": container["container_id"]},
-            )
         log.info("stale containers stopped", extra={"node_id": node_id, "count": len(stale)})
 
 
-@dramatiq.actor(
-    queue_name="fleet", max_retries=5, min_backoff=500, max_backoff=10_000, time_limit=30_000
-)
-def node_seen(node_id: str, seen_at: float) -> None:
+@actor(queue_name="fleet", time_limit=30_000, **RETRIES)
+@unit_of_work
+def node_seen(session: Session, node_id: str, seen_at: float) -> None:
     """An offline node sent a heartbeat: bring it back now rather than at the next sweep."""
-    settings = get_settings()
-    cutoff = _at(time.time() - settings.heartbeat_timeout_seconds)
-    with session_scope() as session:
-        liveness.node_seen(session, node_id=uuid.UUID(node_id), seen_at=_at(seen_at), cutoff=cutoff)
+    cutoff = _at(time.time() - get_settings().heartbeat_timeout_seconds)
+    liveness.node_seen(session, node_id=uuid.UUID(node_id), seen_at=_at(seen_at), cutoff=cutoff)
 
 
-@dramatiq.actor(queue_name="fleet", max_retries=0, time_limit=60_000)
+@actor(queue_name="fleet", max_retries=0, time_limit=60_000)
 def check_node_liveness(now: float | None = None) -> None:
     """Flush last-seen times to PostgreSQL, then mark silent nodes offline and heard ones back.
 
-    `now` (epoch seconds) defaults to the current time.
+    `now` (epoch seconds) defaults to the current time. Three short transactions, so that the
+    row locks of one step are not held through the next.
     """
-    settings = get_settings()
-    timeout = settings.heartbeat_timeout_seconds
+    timeout = get_settings().heartbeat_timeout_seconds
     now = time.time() if now is None else now
     redis = get_redis()
 
@@ -122,4 +118,4 @@ def liveness_interval(settings: Settings) -> int:
     return max(1, min(5, settings.heartbeat_timeout_seconds // 4))
 
 
-PERIODIC_JOBS = [(check_node_liveness, liveness_interval)]
+PERIODIC_JOBS = register(PeriodicJob(check_node_liveness, liveness_interval))

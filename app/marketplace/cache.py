@@ -1,0 +1,79 @@
+"""The offers cache: search pages in Redis, stamped with the offers version.
+
+Any change to a node's searchable state bumps the version once its transaction commits
+(:func:`invalidate_offers_after_commit`), so an entry never outlives the state it was built from;
+entries also expire by TTL.
+"""
+
+from __future__ import annotations
+
+import logging
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import redis
+from sqlalchemy.orm import Session
+
+from app.db import after_commit
+from app.redis_client import get_redis
+
+log = logging.getLogger(__name__)
+
+OFFERS_VERSION_KEY = "dc:offers:version"
+CACHE_PREFIX = "dc:offers:cache:"
+
+
+def invalidate_offers() -> None:
+    """Make every cached page stale now."""
+    get_redis().incr(OFFERS_VERSION_KEY)
+
+
+def _invalidate_quietly() -> None:
+    try:
+        invalidate_offers()
+    except redis.RedisError:  # cached entries also expire by TTL
+        log.exception("could not invalidate the offers cache")
+
+
+def invalidate_offers_after_commit(session: Session) -> None:
+    """Make cached pages stale once `session` commits (once per transaction, however many
+    nodes changed); nothing happens if it rolls back."""
+    after_commit(session, _invalidate_quietly, name="invalidate_offers_cache", once=True)
+
+
+@dataclass
+class CachedSearch:
+    """A page as JSON text; `store` (when set) puts it in the cache and may run after the
+    response is sent."""
+
+    body: str
+    store: Callable[[], None] | None = None
+
+
+def cached_page(
+    key: str, *, redis_client: redis.Redis, ttl_seconds: int, search: Callable[[], str]
+) -> CachedSearch:
+    """The page under `key` when it is current for the offers version, else `search()`."""
+    try:
+        # decode_responses=True: the values are text.
+        version, cached = typing.cast(list[str | None], redis_client.mget(OFFERS_VERSION_KEY, key))
+    except redis.RedisError:
+        log.warning("offers cache unavailable; searching without it", exc_info=True)
+        return CachedSearch(search())
+    version = version or "0"
+    if cached is not None:
+        stamp, _, body = cached.partition("|")
+        if stamp == version:
+            return CachedSearch(body)
+    # The version is read before the query runs: a change committed meanwhile bumps it, and
+    # this entry (stamped with the older version) is never served.
+    body = search()
+
+    def store() -> None:
+        try:
+            redis_client.set(key, f"{version}|{body}", ex=ttl_seconds)
+        except redis.RedisError:
+            log.warning("could not store a search in the offers cache", exc_info=True)
+
+    return CachedSearch(body, store)

@@ -1,0 +1,303 @@
+"""The rental lifecycle the workers run: provision, agent events, stop, timeouts.
+
+Functions never commit; the actors in app/rentals/actors.py own the units of work. Each step
+takes the rental under its row lock, checks its state and makes the transition; commands to the
+node's agent are queued to go out once the transaction commits
+(:func:`app.fleet.commands.send_after_commit`), so nothing is sent about rows that were rolled
+back. Every step may run twice for the same message: a repeat finds the state already changed
+and does nothing more than queue again a command the agent treats as done.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from app.billing import service as billing
+from app.config import Settings
+from app.db import utcnow
+from app.enums import NodeStatus
+from app.fleet import commands
+from app.fleet.models import HostNode
+from app.fleet.state import transition_node
+from app.proxy.service import (
+    PortPoolExhausted,
+    allocate_ports,
+    live_ports,
+    release_ports,
+    tunnel_settings,
+)
+from app.rentals.availability import NOT_STARTED, why_unavailable
+from app.rentals.models import Rental
+from app.rentals.state import ACTIVE, CANCELLED, COMPLETED, LIVE, PENDING, transition_rental
+
+log = logging.getLogger(__name__)
+NODE_OFFLINE = "node offline"
+
+
+def _lock_rental(session: Session, rental_id: uuid.UUID | str) -> Rental | None:
+    try:
+        key = uuid.UUID(str(rental_id))
+    except ValueError:
+        log.warning("rental id is not a UUID", extra={"rental_id": str(rental_id)[:64]})
+        return None
+    return session.execute(
+        select(Rental).where(Rental.id == key).with_for_update()
+    ).scalar_one_or_none()
+
+
+def _lock_node(session: Session, node_id: uuid.UUID) -> HostNode:
+    return session.execute(
+        select(HostNode).where(HostNode.id == node_id).with_for_update()
+    ).scalar_one()
+
+
+def _free_node(session: Session, node: HostNode, rental: Rental) -> None:
+    """The rental no longer holds the node: busy goes back to online; offline stays offline."""
+    if node.status == NodeStatus.BUSY:
+        transition_node(session, node, NodeStatus.ONLINE, reason=f"rental {rental.id} ended")
+
+
+def _send_stop(session: Session, rental: Rental) -> None:
+    """Tell the agent to stop the rental's container, once this transaction commits."""
+    commands.send_after_commit(
+        session,
+        rental.node_id,
+        "stop_instance",
+        {"rental_id": str(rental.id), "container_id": rental.container_id},
+    )
+
+
+def _cancel(session: Session, rental: Rental, node: HostNode, reason: str) -> None:
+    transition_rental(session, rental, CANCELLED, reason=reason)
+    release_ports(session, rental_id=rental.id)
+    _free_node(session, node, rental)
+
+
+def _complete(
+    session: Session,
+    rental: Rental,
+    node: HostNode,
+    *,
+    reason: str | None,
+    at: datetime | None = None,
+    bill_until: datetime | None = None,
+) -> None:
+    end = at or utcnow()
+    transition_rental(session, rental, COMPLETED, reason=reason, at=end)
+    billing.settle_rental(session, rental, bill_until or end)
+    release_ports(session, rental_id=rental.id)
+    _free_node(session, node, rental)
+
+
+def provision(session: Session, *, rental_id: str, settings: Settings) -> float | None:
+    """Reserve the node, allocate the public ports and queue start_instance.
+
+    Returns the seconds left until the start timeout when start_instance was queued (the
+    caller schedules the check), None when there is nothing to start. Safe to run again for the
+    same rental: the node is already ours, the ports already allocated are kept, and the start
+    command is sent again (the agent ignores a repeat).
+    """
+    rental = _lock_rental(session, rental_id)
+    if rental is None or rental.status != PENDING:
+        return None
+    node = _lock_node(session, rental.node_id)
+    if rental.stop_requested_at is not None:
+        _cancel(session, rental, node, rental.stop_reason or "stopped before it started")
+        return None
+    if node.status != NodeStatus.BUSY:
+        problem = why_unavailable(node)
+        if problem is not None:
+            _cancel(session, rental, node, NOT_STARTED[problem])
+            return None
+        transition_node(session, node, NodeStatus.BUSY, reason=f"rental {rental.id}")
+    try:
+        mapping = allocate_ports(session, rental=rental, port_range=settings.proxy_port_range)
+    except PortPoolExhausted:
+        _cancel(session, rental, node, "no free public port; try again later")
+        return None
+    data = {
+        "rental_id": str(rental.id),
+        "image": rental.image,
+        "command": rental.command,
+        "resource_limits": _resource_limits(node),
+        "env_vars": dict(rental.env or {}),
+        "proxy_port_mapping": {str(c): p for c, p in sorted(mapping.items())},
+        "tunnel": tunnel_settings(session, node_id=node.id, settings=settings),
+    }
+    commands.send_after_commit(session, node.id, "start_instance", data)
+    elapsed = (utcnow() - rental.created_at).total_seconds()
+    return max(0.0, settings.rental_start_timeout_seconds - elapsed)
+
+
+def _resource_limits(node: HostNode) -> dict[str, Any]:
+    """A rental takes the whole node: every GPU, its cores and its memory."""
+    specs = node.specs or {}
+    limits: dict[str, Any] = {
+        "gpu_indices": [str(i) for i in range(int(specs.get("gpu_count") or 0))]
+    }
+    if specs.get("cpu_cores"):
+        limits["cpu_cores"] = float(specs["cpu_cores"])
+    if specs.get("ram_gb"):
+        limits["ram_limit"] = f"{max(1, int(Decimal(str(specs['ram_gb'])) * 1024))}m"
+    return limits
+
+
+def connection_info(mapping: dict[int, int], host: str) -> dict[str, Any]:
+    info: dict[str, Any] = {"host": host, "ports": {str(c): p for c, p in sorted(mapping.items())}}
+    if 22 in mapping:
+        info["ssh"] = f"ssh -p {mapping[22]} root@{host}"
+    return info
+
+
+def started(
+    session: Session, *, node_id: str, rental_id: str, container_id: str, settings: Settings
+) -> None:
+    """instance_started: the rental is active from now, reachable on its public ports."""
+    rental = _lock_rental(session, rental_id)
+    if rental is None or str(rental.node_id) != str(node_id):
+        log.warning(
+            "instance_started for an unknown rental",
+            extra={"rental_id": rental_id, "node_id": node_id},
+        )
+        return
+    if rental.status == PENDING:
+        rental.container_id = container_id[:128]
+        rental.connection_info = connection_info(
+            live_ports(session, rental_id=rental.id), settings.public_proxy_host
+        )
+        transition_rental(session, rental, ACTIVE)
+        if rental.stop_requested_at is not None:  # a stop raced the start: carry it out now
+            _send_stop(session, rental)
+        return
+    if rental.status in (CANCELLED, COMPLETED) and rental.container_id in (None, container_id):
+        # Started after we gave up on it (timeout or stop): the container must not run.
+        rental.container_id = rental.container_id or container_id[:128]
+        _send_stop(session, rental)
+
+
+def failed(session: Session, *, node_id: str, rental_id: str, reason: str) -> None:
+    """instance_failed: a rental that never ran is cancelled with the agent's reason."""
+    rental = _lock_rental(session, rental_id)
+    if rental is None or str(rental.node_id) != str(node_id) or rental.status != PENDING:
+        return
+    node = _lock_node(session, rental.node_id)
+    _cancel(session, rental, node, f"the instance failed to start: {reason}")
+
+
+def stopped(
+    session: Session,
+    *,
+    node_id: str,
+    rental_id: str,
+    container_id: str | None,
+    exit_code: int | None,
+) -> None:
+    """instance_stopped: the container is gone, asked to or by itself."""
+    rental = _lock_rental(session, rental_id)
+    if rental is None or str(rental.node_id) != str(node_id) or rental.status not in LIVE:
+        return
+    if container_id and rental.container_id and container_id != rental.container_id:
+        log.warning(
+            "instance_stopped for another container of the rental", extra={"rental_id": rental_id}
+        )
+        return
+    node = _lock_node(session, rental.node_id)
+    rental.exit_code = exit_code
+    if rental.status == PENDING:
+        _cancel(session, rental, node, rental.stop_reason or _exit_text(exit_code, before=True))
+    elif rental.stop_requested_at is not None:
+        _complete(session, rental, node, reason=rental.stop_reason)
+    else:
+        _complete(session, rental, node, reason=_exit_text(exit_code, before=False))
+
+
+def _exit_text(exit_code: int | None, *, before: bool) -> str:
+    when = "before it was reported running" if before else "by itself"
+    code = f" with code {exit_code}" if exit_code is not None else ""
+    return f"the container exited {when}{code}"
+
+
+def stop(session: Session, *, rental_id: str, reason: str | None) -> None:
+    """Stop a rental: a pending one is cancelled now; an active one is told to stop."""
+    rental = _lock_rental(session, rental_id)
+    if rental is None or rental.status not in LIVE:
+        return
+    if rental.stop_requested_at is None:
+        rental.stop_requested_at = utcnow()
+    if reason and not rental.stop_reason:
+        rental.stop_reason = reason[:2000]
+    if rental.status == PENDING:
+        node = _lock_node(session, rental.node_id)
+        _cancel(session, rental, node, rental.stop_reason or "stopped before it started")
+    # A pending rental's container may be starting already: tell the agent either way.
+    _send_stop(session, rental)
+
+
+def check_start(session: Session, *, rental_id: str, settings: Settings) -> float | None:
+    """Cancel a rental still pending after RENTAL_START_TIMEOUT_SECONDS.
+
+    Returns the seconds left when it is not due yet (the caller checks again then), else None.
+    """
+    rental = _lock_rental(session, rental_id)
+    if rental is None or rental.status != PENDING:
+        return None
+    timeout = settings.rental_start_timeout_seconds
+    remaining = timeout - (utcnow() - rental.created_at).total_seconds()
+    if remaining > 0:
+        return remaining
+    node = _lock_node(session, rental.node_id)
+    _cancel(session, rental, node, f"the node did not start the instance within {timeout} s")
+    _send_stop(session, rental)
+    return None
+
+
+def overdue_pending_rentals(session: Session, *, settings: Settings) -> list[str]:
+    cutoff = utcnow() - timedelta(seconds=settings.rental_start_timeout_seconds)
+    return [
+        str(i)
+        for i in session.execute(
+            select(Rental.id).where(Rental.status == PENDING, Rental.created_at <= cutoff)
+        ).scalars()
+    ]
+
+
+def rentals_on_offline_nodes(session: Session, *, settings: Settings) -> list[str]:
+    """Active rentals whose node has been offline for longer than the grace period."""
+    cutoff = utcnow() - timedelta(seconds=settings.rental_offline_grace_seconds)
+    since = func.coalesce(HostNode.status_changed_at, HostNode.last_seen_at)
+    return [
+        str(i)
+        for i in session.execute(
+            select(Rental.id)
+            .join(HostNode, HostNode.id == Rental.node_id)
+            .where(Rental.status == ACTIVE, HostNode.status == NodeStatus.OFFLINE, since <= cutoff)
+        ).scalars()
+    ]
+
+
+def end_on_offline_node(session: Session, *, rental_id: str, settings: Settings) -> None:
+    """End an active rental whose node stayed offline past the grace period.
+
+    Billing stops at the node's last heartbeat; the agent is told to stop the container when it
+    comes back (the command waits in the node's stream).
+    """
+    rental = _lock_rental(session, rental_id)
+    if rental is None or rental.status != ACTIVE:
+        return
+    node = _lock_node(session, rental.node_id)
+    now = utcnow()
+    since = node.status_changed_at or node.last_seen_at
+    grace = timedelta(seconds=settings.rental_offline_grace_seconds)
+    if node.status != NodeStatus.OFFLINE or since is None or now - since < grace:
+        return
+    last_seen = node.last_seen_at or since
+    bill_until = max(rental.start_time or last_seen, min(last_seen, now))
+    _complete(session, rental, node, reason=NODE_OFFLINE, at=now, bill_until=bill_until)
+    _send_stop(session, rental)

@@ -58,9 +58,9 @@ def create_app(settings: Settings | None = None, config: dict[str, Any] | None =
     from app.extensions import api, sock
 
     web.init_app(app)
-    from app.ops import init_app as init_ops
+    from app.ops import requestlog
 
-    init_ops(app)  # one JSON log line and HTTP metrics per request
+    requestlog.init_app(app)  # one JSON log line and HTTP metrics per request
     api.init_app(app)
     sock.init_app(app)
     register_error_handlers(app)  # after Api so our handlers win

@@ -5,15 +5,18 @@ from __future__ import annotations
 from flask import Flask
 from flask_smorest import Api
 
+from app.auth.routes import blp as auth_blp
+from app.billing.routes import blp as billing_blp
+from app.fleet.routes import blp as fleet_blp
+from app.marketplace.routes import blp as marketplace_blp
+from app.ops.routes import blp as ops_blp
+from app.pricing.routes import blp as pricing_blp
+from app.proxy.routes import blp as proxy_blp
+from app.rentals.routes import blp as rentals_blp
+from app.ws import routes as ws_routes
+
 
 def register_blueprints(app: Flask, api: Api) -> None:
-    from app.auth.routes import blp as auth_blp
-    from app.billing.routes import blp as billing_blp
-    from app.fleet.routes import blp as fleet_blp
-    from app.marketplace.routes import blp as marketplace_blp
-    from app.pricing.routes import blp as pricing_blp
-    from app.proxy.routes import blp as proxy_blp
-    from app.rentals.routes import blp as rentals_blp
 
     for blp in (
         auth_blp,
@@ -27,7 +30,7 @@ def register_blueprints(app: Flask, api: Api) -> None:
         api.register_blueprint(blp)
 
     # Not part of the public REST API (no OpenAPI entries): the agent socket and the ops pages.
-    from app.ops.routes import blp as ops_blp
-    from app.ws import routes as _ws_routes  # noqa: F401  (registers /ws/agent on `sock`)
+    # /ws/agent is declared on `sock` when app/ws/routes.py is imported (above).
+    assert ws_routes.blp.name == "agent_ws"
 
     app.register_blueprint(ops_blp)

@@ -11,6 +11,12 @@ from typing import Any
 import click
 from flask import Flask, current_app
 
+from app.auth.tokens import mint_dev_token
+from app.billing.audit import check_invariants
+from app.db import session_scope
+from app.errors import DomainError
+from app.extensions import api
+
 
 def register_cli(app: Flask) -> None:
     @app.cli.command("dev-token")
@@ -19,9 +25,6 @@ def register_cli(app: Flask) -> None:
     @click.option("--ttl", default=24 * 3600, show_default=True, help="Lifetime in seconds.")
     def dev_token(clerk_user_id: str, email: str | None, ttl: int) -> None:
         """Print a session token that the local platform accepts (development key only)."""
-        from app.auth.tokens import mint_dev_token
-        from app.errors import DomainError
-
         settings = current_app.config["DC_SETTINGS"]
         try:
             click.echo(mint_dev_token(settings, clerk_user_id, email=email, ttl_seconds=ttl))
@@ -39,9 +42,6 @@ def register_cli(app: Flask) -> None:
     @app.cli.command("billing-check")
     def billing_check() -> None:
         """Check the ledger's invariants; print any difference and exit 1 if there is one."""
-        from app.billing.service import check_invariants
-        from app.db import session_scope
-
         with session_scope() as session:
             report = check_invariants(session)
         click.echo(json.dumps(report, indent=2, default=str))
@@ -51,8 +51,6 @@ def register_cli(app: Flask) -> None:
 
 def openapi_document() -> str:
     """The OpenAPI document as docs/openapi.json holds it (call inside an app context)."""
-    from app.extensions import api
-
     return json.dumps(api.spec.to_dict(), indent=2, sort_keys=True, default=_json_number) + "\n"
 
 

@@ -8,12 +8,26 @@ expected; entry points print that single line and exit with status 2.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
+from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
+
+from app.env import (
+    Reader,
+    duration_literal,
+    log_level,
+    non_negative_int,
+    percent,
+    port,
+    port_range,
+    positive_int,
+    positive_seconds,
+    read_dotenv,
+)
 
 ENVIRONMENTS = ("development", "test", "production")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -38,7 +52,6 @@ class Settings:
     clerk_authorized_parties: tuple[str, ...]
     admin_user_ids: frozenset[str]
     dev_jwt_private_key: str | None
-    api_port: int
     public_proxy_host: str
     proxy_port_range: tuple[int, int]
     frps_addr: str
@@ -57,7 +70,6 @@ class Settings:
     metrics_token: str | None
     max_content_length: int
     log_level: str
-    extra: Mapping[str, Any] = field(default_factory=dict)
     # Heartbeat metrics are written to InfluxDB in batches of up to this many points, at least
     # every metrics_flush_seconds (whichever comes first).
     metrics_batch_size: int = 5000
@@ -66,113 +78,6 @@ class Settings:
     @property
     def is_production(self) -> bool:
         return self.app_env == "production"
-
-
-def _read_dotenv(path: Path) -> dict[str, str]:
-    values: dict[str, str] = {}
-    if not path.is_file():
-        return values
-    for raw in path.read_text().splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        key, _, value = line.partition("=")
-        value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
-        values[key.strip().removeprefix("export ").strip()] = value
-    return values
-
-
-class _Reader:
-    """Collects every problem so the error names all bad variables at once."""
-
-    def __init__(self, environ: Mapping[str, str], dev: bool):
-        self.environ = environ
-        self.dev = dev
-        self.problems: list[str] = []
-
-    def raw(self, name: str) -> str | None:
-        value = self.environ.get(name)
-        if value is None or value.strip() == "":
-            return None
-        return value.strip()
-
-    def text(
-        self,
-        name: str,
-        default: str | None = None,
-        *,
-        secret: bool = False,
-        dev_default: str | None = None,
-        optional: bool = False,
-    ) -> Any:
-        value = self.raw(name)
-        if value is not None:
-            return value
-        if default is not None:
-            return default
-        if dev_default is not None and self.dev:
-            return dev_default
-        if optional:
-            return None
-        what = "a secret value" if secret else "a value"
-        self.problems.append(f"{name} is required ({what}; see .env.example)")
-        return ""
-
-    def parse(self, name: str, default: str, parser: Callable[[str], Any], expected: str) -> Any:
-        value = self.raw(name) or default
-        try:
-            return parser(value)
-        except (ValueError, InvalidOperation, TypeError):
-            self.problems.append(f"{name}={value!r} is invalid: expected {expected}")
-            return None
-
-    def url(
-        self,
-        name: str,
-        schemes: tuple[str, ...],
-        default: str | None = None,
-        dev_default: str | None = None,
-    ) -> str:
-        value: str = self.text(name, default, dev_default=dev_default)
-        if value:
-            parsed = urlparse(value)
-            if parsed.scheme not in schemes or not (parsed.netloc or parsed.path):
-                self.problems.append(
-                    f"{name}={value!r} is invalid: expected a URL starting with "
-                    + " or ".join(f"{s}://" for s in schemes)
-                )
-        return value
-
-
-def _positive_int(value: str) -> int:
-    number = int(value)
-    if number <= 0:
-        raise ValueError(value)
-    return number
-
-
-def _port(value: str) -> int:
-    number = int(value)
-    if not 1 <= number <= 65535:
-        raise ValueError(value)
-    return number
-
-
-def _port_range(value: str) -> tuple[int, int]:
-    start_s, _, end_s = value.partition("-")
-    start, end = _port(start_s), _port(end_s)
-    if start > end:
-        raise ValueError(value)
-    return start, end
-
-
-def _percent(value: str) -> Decimal:
-    number = Decimal(value)
-    if not number.is_finite() or not Decimal(0) <= number < Decimal(100):
-        raise ValueError(value)
-    return number
 
 
 def _read_pem(value: str | None) -> str | None:
@@ -197,12 +102,114 @@ def _is_public_pem(pem: str) -> bool:
     return True
 
 
+@dataclass(frozen=True)
+class Var:
+    """One environment variable: how it is read, what it defaults to, what a bad value is told."""
+
+    name: str
+    parse: Callable[[str], Any] | None = None  # None: text, taken as it is
+    expected: str = ""  # for the error message of a value `parse` refuses
+    default: str | None = None
+    dev_default: str | None = None  # development and test only
+    schemes: tuple[str, ...] = ()  # a URL with one of these schemes
+    optional: bool = False
+    optional_in_dev: bool = False
+    secret: bool = False
+
+    def read(self, r: Reader) -> Any:
+        if self.schemes:
+            return r.url(self.name, self.schemes, self.default, self.dev_default)
+        if self.parse is not None:
+            return r.parse(self.name, self.default or "", self.parse, self.expected)
+        return r.text(
+            self.name,
+            self.default,
+            secret=self.secret,
+            dev_default=self.dev_default,
+            optional=self.optional or (self.optional_in_dev and r.dev),
+        )
+
+
+SECONDS = "a positive whole number of seconds"
+PORT = "a TCP port 1-65535"
+
+# Settings field -> its variable. The settings that combine several variables or derive from
+# them (the database URL's driver, Clerk's keys, admins, the port range) are read in load_settings.
+SETTINGS: dict[str, Var] = {
+    "database_url": Var(
+        "DATABASE_URL",
+        schemes=("postgresql", "postgresql+psycopg2"),
+        dev_default="postgresql+psycopg2://postgres@127.0.0.1:5432/distributedcompute",
+    ),
+    "redis_url": Var(
+        "REDIS_URL", schemes=("redis", "rediss", "unix"), dev_default="redis://127.0.0.1:6379/0"
+    ),
+    "influxdb_url": Var(
+        "INFLUXDB_URL", schemes=("http", "https"), dev_default="http://127.0.0.1:8086"
+    ),
+    "influxdb_database": Var("INFLUXDB_DATABASE", default="distributedcompute"),
+    "influxdb_token": Var("INFLUXDB_TOKEN", optional=True),
+    "influxdb_retention": Var(
+        "INFLUXDB_RETENTION",
+        duration_literal,
+        "an InfluxQL duration such as 30d or 12w",
+        default="30d",
+    ),
+    "clerk_issuer": Var("CLERK_ISSUER", dev_default="https://clerk.dev.localhost"),
+    "public_proxy_host": Var("PUBLIC_PROXY_HOST", dev_default="127.0.0.1"),
+    "frps_addr": Var("FRPS_ADDR", dev_default="127.0.0.1"),
+    "frps_port": Var("FRPS_PORT", port, PORT, default="7000"),
+    "frps_token": Var("FRPS_TOKEN", secret=True, dev_default="dev-frps-token"),
+    "frps_plugin_secret": Var("FRPS_PLUGIN_SECRET", secret=True, dev_default="dev-plugin-secret"),
+    "heartbeat_timeout_seconds": Var("HEARTBEAT_TIMEOUT_SECONDS", positive_int, SECONDS, "20"),
+    "rental_start_timeout_seconds": Var(
+        "RENTAL_START_TIMEOUT_SECONDS", positive_int, SECONDS, "120"
+    ),
+    "rental_offline_grace_seconds": Var(
+        "RENTAL_OFFLINE_GRACE_SECONDS", positive_int, SECONDS, "600"
+    ),
+    "min_balance_minutes": Var(
+        "MIN_BALANCE_MINUTES", non_negative_int, "a whole number of minutes >= 0", "60"
+    ),
+    "billing_tick_seconds": Var("BILLING_TICK_SECONDS", positive_int, SECONDS, "60"),
+    "platform_fee_percent": Var(
+        "PLATFORM_FEE_PERCENT", percent, "a decimal percentage from 0 to below 100", "10"
+    ),
+    "pricing_interval_seconds": Var("PRICING_INTERVAL_SECONDS", positive_int, SECONDS, "900"),
+    "reliability_interval_seconds": Var(
+        "RELIABILITY_INTERVAL_SECONDS", positive_int, SECONDS, "300"
+    ),
+    "search_cache_ttl_seconds": Var("SEARCH_CACHE_TTL_SECONDS", positive_int, SECONDS, "30"),
+    "metrics_token": Var("METRICS_TOKEN", secret=True, optional_in_dev=True),
+    "max_content_length": Var(
+        "MAX_CONTENT_LENGTH", positive_int, "a positive number of bytes", "1048576"
+    ),
+    "log_level": Var("LOG_LEVEL", log_level, "DEBUG, INFO, WARNING or ERROR", "INFO"),
+    "metrics_batch_size": Var(
+        "METRICS_BATCH_SIZE", positive_int, "a positive number of points", "5000"
+    ),
+    "metrics_flush_seconds": Var(
+        "METRICS_FLUSH_SECONDS",
+        positive_seconds,
+        "a positive number of seconds (0.05 to 60)",
+        "1",
+    ),
+}
+
+# Checked at start-up so that a bad value fails fast, but read by another program: API_PORT by
+# gunicorn's configuration (deploy/gunicorn.conf.py) and the Makefile.
+CHECKED_ONLY = (Var("API_PORT", port, PORT, default="8000"),)
+
+# .env.example's placeholders are not secrets: a copied example must not reach production.
+SECRETS = ("frps_token", "frps_plugin_secret", "metrics_token")
+
+
 def load_settings(environ: Mapping[str, str] | None = None, *, dotenv: bool = True) -> Settings:
     """Read and validate every platform setting; raise ConfigError naming what is wrong."""
     env: dict[str, str] = {}
     if environ is None:
         if dotenv and not os.environ.get("DC_NO_DOTENV"):
-            env.update(_read_dotenv(PROJECT_ROOT / ".env"))
+            env.update(read_dotenv(PROJECT_ROOT / ".env"))
         env.update(os.environ)
     else:
         env.update(environ)
@@ -214,35 +221,50 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dotenv: bool = Tr
             f"APP_ENV={app_env!r} is invalid: expected one of {', '.join(ENVIRONMENTS)}"
         )
     dev = app_env in ("development", "test")
-    r = _Reader(env, dev)
+    r = Reader(env, dev)
     r.problems = problems
 
-    database_url = r.url(
-        "DATABASE_URL",
-        ("postgresql", "postgresql+psycopg2"),
-        dev_default="postgresql+psycopg2://postgres@127.0.0.1:5432/distributedcompute",
-    )
-    if database_url.startswith("postgresql://"):
-        database_url = "postgresql+psycopg2://" + database_url[len("postgresql://") :]
-    redis_url = r.url(
-        "REDIS_URL", ("redis", "rediss", "unix"), dev_default="redis://127.0.0.1:6379/0"
-    )
-    influxdb_url = r.url("INFLUXDB_URL", ("http", "https"), dev_default="http://127.0.0.1:8086")
+    values = {name: var.read(r) for name, var in SETTINGS.items()}
+    for var in CHECKED_ONLY:
+        var.read(r)
+    if values["database_url"].startswith("postgresql://"):
+        values["database_url"] = "postgresql+psycopg2://" + values["database_url"][13:]
+    values["influxdb_url"] = (values["influxdb_url"] or "").rstrip("/")
+    values.update(_clerk_settings(r, dev))
+    low, high = r.parse(
+        "PROXY_PORT_RANGE", "20000-20999", port_range, "two ports as START-END, START <= END"
+    ) or (0, 0)
+    settings = Settings(app_env=app_env, proxy_port_range=(low, high), **values)
+    if not dev:
+        for name in SECRETS:
+            value = getattr(settings, name)
+            if value and value.startswith("change-me"):
+                problems.append(
+                    f"{SETTINGS[name].name} is still the .env.example placeholder: set a real secret"
+                )
+    if problems:
+        raise ConfigError("invalid configuration: " + "; ".join(problems))
+    return settings
 
+
+def _clerk_settings(r: Reader, dev: bool) -> dict[str, Any]:
+    """How Clerk session tokens are verified, and who the admins are."""
     clerk_jwt_key_raw = r.text("CLERK_JWT_KEY", optional=True)
     try:
         clerk_jwt_key = _read_pem(clerk_jwt_key_raw)
     except OSError as exc:
-        problems.append(f"CLERK_JWT_KEY: cannot read the key file ({exc.strerror})")
+        r.problems.append(f"CLERK_JWT_KEY: cannot read the key file ({exc.strerror})")
         clerk_jwt_key = None
     if clerk_jwt_key is not None and not _is_public_pem(clerk_jwt_key):
-        problems.append("CLERK_JWT_KEY is invalid: expected a PEM public key (text or a file path)")
+        r.problems.append(
+            "CLERK_JWT_KEY is invalid: expected a PEM public key (text or a file path)"
+        )
         clerk_jwt_key = None
     clerk_jwks_url = r.text("CLERK_JWKS_URL", optional=True)
     if clerk_jwks_url is not None:
         parsed_jwks = urlparse(clerk_jwks_url)
         if parsed_jwks.scheme not in ("http", "https") or not parsed_jwks.netloc:
-            problems.append(
+            r.problems.append(
                 f"CLERK_JWKS_URL={clerk_jwks_url!r} is invalid: expected a URL "
                 "starting with https:// (or http://)"
             )
@@ -251,15 +273,12 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dotenv: bool = Tr
         optional=True,
         dev_default=str(PROJECT_ROOT / "var" / "dev-jwt-key.pem"),
     )
-    if clerk_jwt_key is None and clerk_jwks_url is None:
-        if dev and dev_key_path:
-            clerk_jwt_key = None  # derived from the development key at start-up (see auth.tokens)
-        else:
-            problems.append(
-                "CLERK_JWT_KEY or CLERK_JWKS_URL is required: the key that verifies "
-                "Clerk session tokens (PEM text or a file path, or the JWKS URL)"
-            )
-    clerk_issuer = r.text("CLERK_ISSUER", dev_default="https://clerk.dev.localhost")
+    if clerk_jwt_key is None and clerk_jwks_url is None and not (dev and dev_key_path):
+        # (In development the key is derived from the development key at start-up.)
+        r.problems.append(
+            "CLERK_JWT_KEY or CLERK_JWKS_URL is required: the key that verifies "
+            "Clerk session tokens (PEM text or a file path, or the JWKS URL)"
+        )
     parties = tuple(
         p.strip() for p in (r.raw("CLERK_AUTHORIZED_PARTIES") or "").split(",") if p.strip()
     )
@@ -268,134 +287,13 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dotenv: bool = Tr
         for a in (r.raw("ADMIN_USER_IDS") or ("dev-admin" if dev else "")).split(",")
         if a.strip()
     )
-    if not dev:
-        dev_key_path = None
-
-    low, high = r.parse(
-        "PROXY_PORT_RANGE", "20000-20999", _port_range, "two ports as START-END, START <= END"
-    ) or (0, 0)
-
-    settings = Settings(
-        app_env=app_env,
-        database_url=database_url,
-        redis_url=redis_url,
-        influxdb_url=influxdb_url.rstrip("/") if influxdb_url else "",
-        influxdb_database=r.text("INFLUXDB_DATABASE", "distributedcompute"),
-        influxdb_token=r.text("INFLUXDB_TOKEN", optional=True),
-        influxdb_retention=r.parse(
-            "INFLUXDB_RETENTION",
-            "30d",
-            _duration_literal,
-            "an InfluxQL duration such as 30d or 12w",
-        ),
-        clerk_jwt_key=clerk_jwt_key,
-        clerk_jwks_url=clerk_jwks_url,
-        clerk_issuer=clerk_issuer,
-        clerk_authorized_parties=parties,
-        admin_user_ids=admins,
-        dev_jwt_private_key=dev_key_path,
-        api_port=r.parse("API_PORT", "8000", _port, "a TCP port 1-65535"),
-        public_proxy_host=r.text("PUBLIC_PROXY_HOST", dev_default="127.0.0.1"),
-        proxy_port_range=(low, high),
-        frps_addr=r.text("FRPS_ADDR", dev_default="127.0.0.1"),
-        frps_port=r.parse("FRPS_PORT", "7000", _port, "a TCP port 1-65535"),
-        frps_token=r.text("FRPS_TOKEN", secret=True, dev_default="dev-frps-token"),
-        frps_plugin_secret=r.text(
-            "FRPS_PLUGIN_SECRET", secret=True, dev_default="dev-plugin-secret"
-        ),
-        heartbeat_timeout_seconds=r.parse(
-            "HEARTBEAT_TIMEOUT_SECONDS", "20", _positive_int, "a positive whole number of seconds"
-        ),
-        rental_start_timeout_seconds=r.parse(
-            "RENTAL_START_TIMEOUT_SECONDS",
-            "120",
-            _positive_int,
-            "a positive whole number of seconds",
-        ),
-        rental_offline_grace_seconds=r.parse(
-            "RENTAL_OFFLINE_GRACE_SECONDS",
-            "600",
-            _positive_int,
-            "a positive whole number of seconds",
-        ),
-        min_balance_minutes=r.parse(
-            "MIN_BALANCE_MINUTES", "60", _non_negative_int, "a whole number of minutes >= 0"
-        ),
-        billing_tick_seconds=r.parse(
-            "BILLING_TICK_SECONDS", "60", _positive_int, "a positive whole number of seconds"
-        ),
-        platform_fee_percent=r.parse(
-            "PLATFORM_FEE_PERCENT", "10", _percent, "a decimal percentage from 0 to below 100"
-        ),
-        pricing_interval_seconds=r.parse(
-            "PRICING_INTERVAL_SECONDS", "900", _positive_int, "a positive whole number of seconds"
-        ),
-        reliability_interval_seconds=r.parse(
-            "RELIABILITY_INTERVAL_SECONDS",
-            "300",
-            _positive_int,
-            "a positive whole number of seconds",
-        ),
-        search_cache_ttl_seconds=r.parse(
-            "SEARCH_CACHE_TTL_SECONDS", "30", _positive_int, "a positive whole number of seconds"
-        ),
-        metrics_token=r.text("METRICS_TOKEN", secret=True, optional=dev, dev_default=None),
-        max_content_length=r.parse(
-            "MAX_CONTENT_LENGTH", "1048576", _positive_int, "a positive number of bytes"
-        ),
-        log_level=r.parse("LOG_LEVEL", "INFO", _log_level, "DEBUG, INFO, WARNING or ERROR"),
-        metrics_batch_size=r.parse(
-            "METRICS_BATCH_SIZE", "5000", _positive_int, "a positive number of points"
-        ),
-        metrics_flush_seconds=r.parse(
-            "METRICS_FLUSH_SECONDS",
-            "1",
-            _positive_seconds,
-            "a positive number of seconds (0.05 to 60)",
-        ),
-    )
-    if not dev:
-        # .env.example's placeholders are not secrets: a copied example must not reach production.
-        for name, value in (
-            ("FRPS_TOKEN", settings.frps_token),
-            ("FRPS_PLUGIN_SECRET", settings.frps_plugin_secret),
-            ("METRICS_TOKEN", settings.metrics_token),
-        ):
-            if value and value.startswith("change-me"):
-                problems.append(f"{name} is still the .env.example placeholder: set a real secret")
-    if problems:
-        raise ConfigError("invalid configuration: " + "; ".join(problems))
-    return settings
-
-
-def _non_negative_int(value: str) -> int:
-    number = int(value)
-    if number < 0:
-        raise ValueError(value)
-    return number
-
-
-def _positive_seconds(value: str) -> float:
-    number = float(value)
-    if not 0.05 <= number <= 60:
-        raise ValueError(value)
-    return number
-
-
-def _log_level(value: str) -> str:
-    level = value.upper()
-    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-        raise ValueError(value)
-    return level
-
-
-def _duration_literal(value: str) -> str:
-    value = value.strip()
-    if value.upper() == "INF":
-        return "INF"
-    if len(value) < 2 or not value[:-1].isdigit() or value[-1] not in "hdw":
-        raise ValueError(value)
-    return value
+    return {
+        "clerk_jwt_key": clerk_jwt_key,
+        "clerk_jwks_url": clerk_jwks_url,
+        "clerk_authorized_parties": parties,
+        "admin_user_ids": admins,
+        "dev_jwt_private_key": dev_key_path if dev else None,
+    }
 
 
 _settings: Settings | None = None
@@ -409,15 +307,8 @@ def get_settings() -> Settings:
     return _settings
 
 
-def set_settings(settings: Settings | None) -> None:
-    global _settings
-    _settings = settings
-
-
 def load_or_exit() -> Settings:
     """Entry-point helper: load settings or print the one-line reason and exit(2)."""
-    import sys
-
     try:
         return get_settings()
     except ConfigError as exc:

@@ -22,9 +22,3 @@ def get_redis(url: str | None = None) -> redis.Redis:
         )
         _clients[url] = client
     return client
-
-
-def reset_clients() -> None:
-    for client in _clients.values():
-        client.close()
-    _clients.clear()

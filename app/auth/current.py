@@ -12,7 +12,7 @@ from flask import current_app, g, request
 from app.auth.models import User
 from app.auth.service import get_or_create_user
 from app.auth.tokens import Claims, TokenVerifier
-from app.errors import NotFound, Unauthorized
+from app.errors import Forbidden, Unauthorized
 from app.web import db_session
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -105,26 +105,8 @@ def admin_required(fn: F) -> F:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from app.errors import Forbidden
-
         if not is_admin(current_user()):
             raise Forbidden("This action requires an administrator.")
-        return fn(*args, **kwargs)
-
-    return wrapper  # type: ignore[return-value]
-
-
-def admin_or_404(fn: F) -> F:
-    """Admin-only pages that must not reveal they exist to anyone else."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            user = current_user()
-        except Unauthorized:
-            raise NotFound("Not found.") from None
-        if not is_admin(user):
-            raise NotFound("Not found.")
         return fn(*args, **kwargs)
 
     return wrapper  # type: ignore[return-value]

@@ -5,7 +5,7 @@ from flask_smorest import Blueprint
 
 from app import idempotency
 from app.auth.current import BEARER_AUTH, admin_required, current_user, login_required
-from app.billing import service
+from app.billing import audit, service
 from app.billing.schemas import (
     BalanceSchema,
     CreditCreateSchema,
@@ -70,4 +70,4 @@ class Invariants(MethodView):
     @blp.doc(security=BEARER_AUTH)
     def get(self):
         """Check the ledger's invariants and list every difference (admins)."""
-        return service.check_invariants(db_session())
+        return audit.check_invariants(db_session())

@@ -1,10 +1,11 @@
 """Billing: the per-minute ledger. Functions never commit.
 
-Interface used by other domains (implemented by the billing domain):
+Interface used by other domains:
 - settle_rental(session, rental, until): bill everything up to `until`, the final partial minute
   included (called by the rentals domain in the transaction that ends a rental).
-- cost_so_far(rental, now): what the rental has cost until `now` (billed + not yet billed).
-- credit_minutes_left(balance, cost_per_hour): whole minutes the balance still pays for.
+- app/billing/rules.py: cost_so_far(rental, now), what the rental has cost until `now` (billed +
+  not yet billed); credit_minutes_left(balance, cost_per_hour), the whole minutes the balance
+  still pays for.
 
 The billing rule:
 
@@ -31,7 +32,7 @@ The billing rule:
   100)``, rounded once per charge; the host gets the rest, so debit = earning + fee exactly.
 - A renter's balance never goes below zero: a charge takes only what the balance covers, and the
   minutes it could not cover are not charged later. A renter who cannot pay for the next minute
-  gets the rental stopped (`workers.rentals.stop_rental`, reason "insufficient balance"); the
+  gets the rental stopped (`app.rentals.actors.stop_rental`, reason "insufficient balance"); the
   request is repeated on later ticks only until the rentals domain records it
   (`rentals.stop_requested_at`).
 - The watermark is `rentals.billed_minutes` (minutes of the billable clock charged) and
@@ -41,7 +42,6 @@ The billing rule:
 
 from __future__ import annotations
 
-import math
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -56,76 +56,13 @@ from sqlalchemy.orm.attributes import set_committed_value
 from app.auth.models import User
 from app.billing.models import PLATFORM_CLERK_ID, EntryKind, Transaction
 from app.config import Settings, get_settings
-from app.db import utcnow
-from app.enums import RentalStatus, TransactionType
+from app.enums import TransactionType
 from app.errors import Conflict, NotFound, ValidationFailed
-from app.money import quantize
 from app.pagination import newest_first_page
 from app.rentals.models import Rental
 
 INSUFFICIENT_BALANCE = "insufficient balance"
 SIXTY = Decimal(60)
-
-
-# ------------------------------------------------------------------------------ pure rules
-def amount_for_minutes(cost_per_hour: Decimal, minutes: int) -> Decimal:
-    """What the first `minutes` minutes of a rental cost (rounded once, cumulatively)."""
-    return quantize(Decimal(cost_per_hour) * minutes / SIXTY)
-
-
-def charge_for(cost_per_hour: Decimal, after: int, upto: int) -> Decimal:
-    """What minutes (after, upto] cost: amount(upto) - amount(after)."""
-    return amount_for_minutes(cost_per_hour, upto) - amount_for_minutes(cost_per_hour, after)
-
-
-def split_fee(amount: Decimal, fee_percent: Decimal) -> tuple[Decimal, Decimal]:
-    """(host share, platform fee) of a charge; the fee is rounded once, the host gets the rest."""
-    fee = quantize(amount * fee_percent / Decimal(100))
-    return amount - fee, fee
-
-
-def started_minutes(seconds: float | Decimal) -> int:
-    """Minutes started after `seconds` of billable time (minute k is billed once it starts)."""
-    if seconds <= 0:
-        return 0
-    return math.ceil(Decimal(seconds) / SIXTY)
-
-
-def cost_so_far(rental: Rental, now: datetime) -> Decimal:
-    """What the rental has cost until `now`: what is billed, plus started minutes not billed yet.
-
-    A live rental's unbilled part is an estimate from the wall clock, capped at the minutes one
-    billing tick can leave unbilled (it cannot know about offline time the tick will not bill);
-    an ended rental is settled, so its cost is exactly what was billed.
-    """
-    billed = quantize(Decimal(rental.billed_amount or 0))
-    if rental.status != RentalStatus.ACTIVE or rental.start_time is None:
-        return billed
-    clock_end = min(now, rental.stop_requested_at) if rental.stop_requested_at else now
-    elapsed = (clock_end - rental.start_time).total_seconds()
-    due = started_minutes(elapsed)
-    cap = rental.billed_minutes + started_minutes(get_settings().billing_tick_seconds) + 1
-    upto = min(due, cap)
-    if upto <= rental.billed_minutes:
-        return billed
-    return billed + charge_for(rental.cost_per_hour, rental.billed_minutes, upto)
-
-
-def credit_minutes_left(balance: Decimal, cost_per_hour: Decimal) -> int | None:
-    """Whole minutes that `balance` pays for at `cost_per_hour` (None when the price is zero)."""
-    price = Decimal(cost_per_hour)
-    if price <= 0:
-        return None
-    balance = Decimal(balance)
-    if balance < 0:
-        return 0
-    minutes = int(balance * SIXTY / price)
-    # Rounding to 4 places can make one more (or one fewer) minute fit than the exact ratio.
-    while amount_for_minutes(price, minutes + 1) <= balance:
-        minutes += 1
-    while minutes > 0 and amount_for_minutes(price, minutes) > balance:
-        minutes -= 1
-    return minutes
 
 
 # ------------------------------------------------------------------------------ the charge
@@ -437,96 +374,3 @@ def list_transactions(
     """The user's ledger lines, newest first, a page at a time."""
     query = select(Transaction).where(Transaction.user_id == user.id)
     return newest_first_page(session, query, Transaction, limit=limit, cursor=cursor)
-
-
-# ------------------------------------------------------------------------------ invariants
-_INVARIANT_QUERIES: dict[str, str] = {
-    # Every account: balance = credits - debits.
-    "balance_matches_ledger": """
-        SELECT u.id AS user_id, u.balance, COALESCE(l.net, 0) AS ledger
-        FROM users u
-        LEFT JOIN (SELECT user_id, SUM(CASE WHEN type = 'credit' THEN amount ELSE -amount END)
-                   AS net FROM transactions GROUP BY user_id) l ON l.user_id = u.id
-        WHERE u.balance <> COALESCE(l.net, 0)
-        LIMIT 100""",
-    "balance_not_negative": """
-        SELECT id AS user_id, balance FROM users WHERE balance < 0 LIMIT 100""",
-    # Every charge: its usage debit = its earning + its fee, each equal to the charge's split.
-    "charge_lines_match": """
-        SELECT c.id AS charge_id, c.rental_id, c.amount, c.fee,
-               COALESCE(t.usage, 0) AS usage, COALESCE(t.earning, 0) AS earning,
-               COALESCE(t.fee, 0) AS fee_line
-        FROM billing_charges c
-        LEFT JOIN (SELECT charge_id,
-                          SUM(amount) FILTER (WHERE kind = 'usage' AND type = 'debit') AS usage,
-                          SUM(amount) FILTER (WHERE kind = 'earning' AND type = 'credit')
-                            AS earning,
-                          SUM(amount) FILTER (WHERE kind = 'fee' AND type = 'credit') AS fee
-                   FROM transactions WHERE charge_id IS NOT NULL GROUP BY charge_id) t
-               ON t.charge_id = c.id
-        WHERE COALESCE(t.usage, 0) <> c.amount OR COALESCE(t.fee, 0) <> c.fee
-           OR COALESCE(t.earning, 0) <> c.amount - c.fee
-        LIMIT 100""",
-    # Every rental: the watermark is the end of its last period and the sum of what it paid.
-    "rental_watermark_matches_charges": """
-        SELECT r.id AS rental_id, r.billed_minutes, r.billed_amount,
-               COALESCE(c.minutes, 0) AS charged_minutes, COALESCE(c.amount, 0) AS charged
-        FROM rentals r
-        LEFT JOIN (SELECT rental_id, MAX(to_minute) AS minutes, SUM(amount) AS amount
-                   FROM billing_charges GROUP BY rental_id) c ON c.rental_id = r.id
-        WHERE r.billed_minutes <> COALESCE(c.minutes, 0)
-           OR r.billed_amount <> COALESCE(c.amount, 0)
-        LIMIT 100""",
-    # Ledger lines of usage exist only as part of a charge.
-    "usage_lines_have_a_charge": """
-        SELECT id AS transaction_id, kind FROM transactions
-        WHERE kind IN ('usage', 'earning', 'fee') AND charge_id IS NULL
-        LIMIT 100""",
-}
-
-_TOTALS_SQL = """
-    SELECT COALESCE(SUM(amount) FILTER (WHERE kind = 'usage' AND type = 'debit'), 0) AS usage,
-           COALESCE(SUM(amount) FILTER (WHERE kind = 'earning' AND type = 'credit'), 0) AS earnings,
-           COALESCE(SUM(amount) FILTER (WHERE kind = 'fee' AND type = 'credit'), 0) AS fees,
-           COALESCE(SUM(amount) FILTER (WHERE kind = 'topup'), 0) AS topups,
-           COALESCE(SUM(CASE WHEN type = 'credit' THEN amount ELSE -amount END), 0) AS ledger_net,
-           (SELECT COALESCE(SUM(balance), 0) FROM users) AS balances
-    FROM transactions
-"""
-
-
-def check_invariants(session: Session) -> dict[str, Any]:
-    """Check the ledger's invariants; every difference found is listed (at most 100 per check)."""
-    differences: list[dict[str, Any]] = []
-    for name, sql in _INVARIANT_QUERIES.items():
-        for row in session.execute(text(sql)).mappings():
-            differences.append({"check": name, **{k: _plain(v) for k, v in row.items()}})
-    totals = session.execute(text(_TOTALS_SQL)).mappings().one()
-    usage_gap = totals["usage"] - totals["earnings"] - totals["fees"]
-    if usage_gap != 0:
-        differences.append(
-            {"check": "usage_equals_earnings_plus_fees", "difference": _plain(usage_gap)}
-        )
-    if totals["balances"] != totals["ledger_net"]:
-        differences.append(
-            {
-                "check": "balances_equal_ledger",
-                "difference": _plain(totals["balances"] - totals["ledger_net"]),
-            }
-        )
-    return {
-        "ok": not differences,
-        "checked_at": utcnow(),
-        "totals": {k: _plain(v) for k, v in totals.items()},
-        "differences": differences,
-    }
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return str(quantize(value))
-    if isinstance(value, uuid.UUID):
-        return str(value)
-    if isinstance(value, datetime):
-        return value.isoformat()
-    return value

@@ -1,6 +1,6 @@
 """Worker-side node state from the agent's connection: hello, last seen, offline and back.
 
-Functions never commit; the actors in workers/fleet.py own the units of work. Every status change
+Functions never commit; the actors in app/fleet/actors.py own the units of work. Every status change
 goes through :func:`app.fleet.state.transition_node`, which records the history.
 """
 
@@ -19,6 +19,7 @@ from app.enums import NodeStatus
 from app.fleet.events import node_changed
 from app.fleet.models import HostNode
 from app.fleet.state import transition_node
+from app.rentals.service import live_rentals_for_node
 
 # Declared sizes are nominal; what an OS or NVML reports is a little less (64 GB of RAM shows as
 # about 62.8, a 24 GB card as 23.99, a 1 TB disk as 931 GiB), so sizes get this much slack.
@@ -40,15 +41,9 @@ def specs_cover(declared: Mapping[str, Any], detected: Mapping[str, Any]) -> boo
     return at_least("ram_gb", SIZE_TOLERANCE) and at_least("disk_gb", SIZE_TOLERANCE)
 
 
-def live_rentals(session: Session, node_id: uuid.UUID) -> list[Any]:
-    from app.rentals.service import live_rentals_for_node
-
-    return live_rentals_for_node(session, node_id)
-
-
 def status_when_seen(session: Session, node: HostNode) -> NodeStatus:
     """Where a node that is heard from again belongs: busy with its rental, maintenance, online."""
-    if live_rentals(session, node.id):
+    if live_rentals_for_node(session, node.id):
         return NodeStatus.BUSY
     if node.maintenance:
         return NodeStatus.MAINTENANCE
@@ -85,7 +80,7 @@ def stale_containers(
     session: Session, *, node_id: uuid.UUID, containers: list[dict[str, Any]]
 ) -> list[dict[str, Any]]:
     """The reported containers whose rental is not live on this node, or not with this id."""
-    live = {str(r.id): r.container_id for r in live_rentals(session, node_id)}
+    live = {str(r.id): r.container_id for r in live_rentals_for_node(session, node_id)}
     stale = []
     for container in containers:
         rental_id = str(container.get("rental_id"))

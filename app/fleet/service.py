@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -10,6 +11,8 @@ from sqlalchemy.orm import Session
 
 from app.auth.models import User
 from app.auth.node_keys import NewKey, issue_key
+from app.config import get_settings
+from app.db import utcnow
 from app.enums import NodeStatus
 from app.errors import Conflict, NotFound
 from app.fleet.events import node_changed
@@ -122,11 +125,6 @@ def set_maintenance(session: Session, node: HostNode, on: bool) -> None:
 
 
 def _recently_seen(node: HostNode) -> bool:
-    from datetime import timedelta
-
-    from app.config import get_settings
-    from app.db import utcnow
-
     assert node.last_seen_at is not None
     timeout = timedelta(seconds=get_settings().heartbeat_timeout_seconds)
     return utcnow() - node.last_seen_at <= timeout

@@ -16,8 +16,8 @@ import logging
 import math
 import re
 import uuid
-from dataclasses import dataclass, field
-from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 import redis
@@ -27,15 +27,11 @@ from app.db import get_engine
 from app.errors import ValidationFailed
 from app.marketplace.cache import CACHE_PREFIX, CachedSearch, cached_page
 from app.marketplace.query import QueryError, Term, parse_query
+from app.marketplace.sql import SqlFragments, bounding_box, distance_sql
 from app.pagination import decode_cursor, encode_cursor
 
 log = logging.getLogger(__name__)
 
-EARTH_RADIUS_KM = 6371.0088
-KM_PER_DEGREE = 2 * math.pi * EARTH_RADIUS_KM / 360
-
-# What a renter may rent now. The partial offer indexes (migration 0005) use exactly this.
-OFFER_PREDICATE = "n.status = 'online' AND NOT n.draining AND NOT n.maintenance"
 # Must match the expression of ix_offers_value.
 VALUE_EXPR = "(n.tflops / NULLIF(n.hourly_rate, 0))"
 
@@ -68,79 +64,16 @@ _DECIMAL_KEY = re.compile(r"-?\d{1,30}(\.\d{1,40})?", re.ASCII)
 _INVALID_CURSOR = {"cursor": ["Invalid cursor."]}
 
 
-@dataclass
-class _Sql:
-    """WHERE fragments and their bound parameters."""
-
-    where: list[str] = field(default_factory=lambda: [OFFER_PREDICATE])
-    params: dict[str, Any] = field(default_factory=dict)
-
-    def param(self, value: Any, cast: str = "") -> str:
-        name = f"p{len(self.params)}"
-        self.params[name] = value
-        return f"%({name})s{cast}"
-
-
 def _like_contains(value: str) -> str:
     escaped = value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return f"%{escaped}%"
 
 
 # ---------------------------------------------------------------------------------------------
-# Distance
-
-
-def _distance_sql(sql: _Sql, lat: float, lng: float) -> str:
-    """Great-circle distance in km (haversine) from (lat, lng); NULL without coordinates."""
-    lat_r = sql.param(math.radians(lat), "::float8")
-    lng_r = sql.param(math.radians(lng), "::float8")
-    cos_lat = sql.param(math.cos(math.radians(lat)), "::float8")
-    node_lat = "radians(n.lat::float8)"
-    half = (
-        f"power(sin(({node_lat} - {lat_r}) / 2), 2) + {cos_lat} * cos({node_lat})"
-        f" * power(sin((radians(n.lng::float8) - {lng_r}) / 2), 2)"
-    )
-    # least() clamps rounding errors above 1 for asin; it ignores NULLs, hence the CASE.
-    return (
-        f"(CASE WHEN n.lat IS NULL THEN NULL ELSE "
-        f"{2 * EARTH_RADIUS_KM!r} * asin(least(1.0::float8, sqrt({half}))) END)"
-    )
-
-
-def _degrees(value: float, rounding: str) -> Decimal:
-    # Decimal bounds keep the comparison numeric-to-numeric, so ix_offers_lat_lng applies.
-    return Decimal(repr(value)).quantize(Decimal("0.000001"), rounding=rounding)
-
-
-def _bounding_box(sql: _Sql, lat: float, lng: float, km: float) -> str:
-    """A lat/lng box that contains the circle of `km` around the point (an index prefilter)."""
-    dlat = km / KM_PER_DEGREE
-    low_lat, high_lat = lat - dlat, lat + dlat
-    box = (
-        f"n.lat >= {sql.param(_degrees(max(low_lat, -90.0), ROUND_FLOOR))} AND "
-        f"n.lat <= {sql.param(_degrees(min(high_lat, 90.0), ROUND_CEILING))}"
-    )
-    ratio = math.sin(km / EARTH_RADIUS_KM) / max(math.cos(math.radians(lat)), 1e-12)
-    if low_lat <= -90 or high_lat >= 90 or km / EARTH_RADIUS_KM >= math.pi / 2 or ratio >= 1:
-        return box  # a pole is inside, or the circle spans every longitude
-    dlng = math.degrees(math.asin(ratio))
-    west, east = lng - dlng, lng + dlng
-    if west < -180:
-        west, east, joiner = west + 360, east, "OR"
-    elif east > 180:
-        west, east, joiner = west, east - 360, "OR"
-    else:
-        joiner = "AND"
-    low = sql.param(_degrees(west, ROUND_FLOOR))
-    high = sql.param(_degrees(east, ROUND_CEILING))
-    return f"{box} AND (n.lng >= {low} {joiner} n.lng <= {high})"
-
-
-# ---------------------------------------------------------------------------------------------
 # Filters and the query language
 
 
-def _term_sql(sql: _Sql, term: Term) -> str:
+def _term_sql(sql: SqlFragments, term: Term) -> str:
     if term.field == "gpu_model":
         if term.op == "in":
             patterns = [_like_contains(v) for v in term.value]
@@ -153,7 +86,9 @@ def _term_sql(sql: _Sql, term: Term) -> str:
     return f"{column} {OPERATORS[term.op]} {sql.param(term.value)}"
 
 
-def _filters(sql: _Sql, args: dict[str, Any], terms: list[Term], distance: str | None) -> None:
+def _filters(
+    sql: SqlFragments, args: dict[str, Any], terms: list[Term], distance: str | None
+) -> None:
     if args.get("gpu_model"):
         sql.where.append(
             f"n.gpu_model ILIKE {sql.param(_like_contains(args['gpu_model']))} ESCAPE '\\'"
@@ -169,7 +104,7 @@ def _filters(sql: _Sql, args: dict[str, Any], terms: list[Term], distance: str |
         sql.where.append("n.verified" if args["verified"] else "NOT n.verified")
     near, max_km = args.get("near"), args.get("max_distance_km")
     if near is not None and distance is not None and max_km is not None:
-        sql.where.append(_bounding_box(sql, near[0], near[1], max_km))
+        sql.where.append(bounding_box(sql, near[0], near[1], max_km))
         sql.where.append(f"{distance} <= {sql.param(float(max_km), '::float8')}")
     sql.where.extend(_term_sql(sql, t) for t in terms)
 
@@ -306,8 +241,8 @@ def build_search(args: dict[str, Any], terms: list[Term]) -> Search:
     sort_name = effective_sort(args.get("sort") or "relevance", near)
     mode = SORT_MODES[sort_name]
     fingerprint = _digest(_normalized(args, terms), 16)
-    sql = _Sql()
-    distance = _distance_sql(sql, *near) if near is not None else None
+    sql = SqlFragments()
+    distance = distance_sql(sql, *near) if near is not None else None
     _filters(sql, args, terms, distance)
     if mode.name == "value":
         sql.where.append("n.hourly_rate > 0")

@@ -26,9 +26,12 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.metrics_core import Metric
 
+from app.config import get_settings
+from app.db import new_session, utcnow
 from app.ops import vitals
 from app.ops.queues import QueueInspector, platform_queues
 from app.queue.recorder import ACTOR_STATS_KEY, DURATION_BUCKETS
+from app.redis_client import get_redis
 
 log = logging.getLogger(__name__)
 
@@ -56,9 +59,6 @@ class PlatformCollector:
     """Reads Redis and PostgreSQL on each scrape; a failing source is reported, not raised."""
 
     def collect(self) -> Iterator[Metric]:
-        from app.config import get_settings
-        from app.redis_client import get_redis
-
         settings = get_settings()
         client = get_redis()
         up = GaugeMetricFamily(
@@ -196,8 +196,6 @@ class PlatformCollector:
         yield last_sent
 
     def _database(self, client: Any, settings: Any) -> Iterator[Metric]:
-        from app.db import new_session, utcnow
-
         session = new_session()
         try:
             nodes = vitals.nodes_by_status(session)

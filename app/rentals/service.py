@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.auth.models import User
-from app.billing import service as billing
+from app.billing.rules import cost_so_far, credit_minutes_left
 from app.config import Settings
 from app.db import utcnow
 from app.enums import RentalStatus
@@ -190,8 +190,8 @@ def rental_view(
     """The renter's view: the row plus what it has cost so far and the credit minutes left."""
     now = now or utcnow()
     view = {column.key: getattr(rental, column.key) for column in Rental.__table__.columns}
-    view["cost_so_far"] = billing.cost_so_far(rental, now)
+    view["cost_so_far"] = cost_so_far(rental, now)
     view["credit_minutes_left"] = None
     if balance is not None and rental.status == ACTIVE:
-        view["credit_minutes_left"] = billing.credit_minutes_left(balance, rental.cost_per_hour)
+        view["credit_minutes_left"] = credit_minutes_left(balance, rental.cost_per_hour)
     return view

@@ -98,7 +98,7 @@ def _backend_cpu(pid: int) -> float:
 
 def run(n: int) -> None:
     from app import db
-    from app.billing import service
+    from app.billing import audit, service
     from app.config import get_settings
     from app.db import session_scope, utcnow
 
@@ -143,7 +143,7 @@ def run(n: int) -> None:
             f"{len(run_.charges)} rentals, {run_.total} in total"
         )
     with session_scope() as session:
-        report = service.check_invariants(session)
+        report = audit.check_invariants(session)
     print(f"N={n:>6}  invariants ok: {report['ok']}")
     event.remove(engine, "before_cursor_execute", _count)
     engine.dispose()

@@ -28,7 +28,7 @@ def tick(app, settings):
 @pytest.fixture
 def invariants(app):
     def _check():
-        from app.billing.service import check_invariants
+        from app.billing.audit import check_invariants
 
         with session_scope() as session:
             return check_invariants(session)

@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from app.billing.actors import LAST_TICK_KEY, PAUSE_ENV, PAUSED_KEY
 from app.billing.models import BillingCharge
-from app.billing.service import amount_for_minutes
+from app.billing.rules import amount_for_minutes
 from app.db import session_scope
 from app.redis_client import get_redis
 from tests.billing.factory import charge_count, create_party, ledger

@@ -11,7 +11,7 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from sqlalchemy import text
 
-from app.billing.service import (
+from app.billing.rules import (
     amount_for_minutes,
     charge_for,
     cost_so_far,

@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 
 from app.billing import service
 from app.billing.models import Transaction
-from app.billing.service import amount_for_minutes
+from app.billing.rules import amount_for_minutes
 from app.db import session_scope
 from app.enums import NodeStatus, RentalStatus
 from app.rentals.models import Rental

@@ -11,7 +11,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
 from app.billing import service
-from app.billing.service import amount_for_minutes
+from app.billing.rules import amount_for_minutes
 from app.db import session_scope
 from app.enums import NodeStatus
 from app.fleet.models import HostNode
@@ -146,9 +146,7 @@ def test_a_renter_who_runs_out_pays_what_the_balance_covers_and_the_rental_is_st
         "earning": D("0.2250"),
         "fee": D("0.0250"),
     }
-    assert queued_stops() == [
-        {"rental_id": str(party.rental_id), "reason": "insufficient balance"}
-    ]
+    assert queued_stops() == [{"rental_id": str(party.rental_id), "reason": "insufficient balance"}]
     assert invariants()["ok"], invariants()
 
 

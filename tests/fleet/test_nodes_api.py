@@ -475,7 +475,9 @@ def test_malformed_and_huge_bodies_are_refused_and_change_nothing(
     assert _counts(db) == counts
 
 
-@pytest.mark.parametrize("bad_id", ["1", "not-a-uuid", "6f1c1a52-3f55-4a8e-9d5e-2b7c8e0c1d44x", "..%2F..%2Fme"])
+@pytest.mark.parametrize(
+    "bad_id", ["1", "not-a-uuid", "6f1c1a52-3f55-4a8e-9d5e-2b7c8e0c1d44x", "..%2F..%2Fme"]
+)
 def test_invalid_uuids_in_paths_are_404_and_change_nothing(client, node, db, bad_id):
     before, counts = _snapshot(db, node.id), _counts(db)
     headers = node.owner.headers

@@ -241,3 +241,16 @@ def test_server_shutdown_closes_agent_sockets_at_once_and_keeps_their_heartbeats
         proc.stop()
     # Buffered metrics were written on the way out, not lost with the process.
     wait_until(lambda: _influx_rows(str(node.id)), 5, what="metrics flushed at shutdown")
+
+
+def test_every_agent_event_actor_takes_exactly_the_fields_of_its_event():
+    import inspect
+
+    from agent import protocol
+    from app.ws.dispatch import AGENT_EVENT_ACTORS
+
+    for event, actor in AGENT_EVENT_ACTORS.items():
+        schema = protocol.AGENT_EVENTS[event]
+        parameters = list(inspect.signature(actor.fn).parameters)
+        assert parameters[0] == "node_id", event
+        assert set(parameters[1:]) == set(schema().fields), event

@@ -127,7 +127,7 @@ def test_a_malformed_variable_is_named_in_the_error(variable, value):
 
 def _names_read_by_load_settings() -> set[str]:
     source = (ROOT / "app" / "config.py").read_text()
-    calls = r"(?:r\.(?:text|str|raw|parse|url)|env\.get|environ\.get|os\.environ\.get)"
+    calls = r"(?:Var|r\.(?:text|str|raw|parse|url)|env\.get|environ\.get|os\.environ\.get)"
     return set(re.findall(calls + r"\(\s*\"([A-Z][A-Z0-9_]+)\"", source))
 
 

@@ -35,6 +35,7 @@ prereqs: ## Install (root on Debian) or list the system programs that `make up` 
 	@scripts/prereqs.sh $(INSTALL_FLAG) up test && echo "prereqs: everything is installed"
 
 services: ## Find or start PostgreSQL, Redis, InfluxDB and the Podman API (installs them as root on Debian)
+	@scripts/prereqs.sh $(INSTALL_FLAG) curl
 	@scripts/services.sh $(INSTALL_FLAG)
 
 images: services ## Build the test images (localhost/dc-ssh, localhost/dc-bench) from Debian packages, cached

@@ -51,7 +51,7 @@ present() { # present COMMAND
 
 wanted=()
 for g in "${groups[@]}"; do
-  if [ -n "${GROUP[$g]:-}" ]; then wanted+=(${GROUP[$g]})
+  if [ -n "${GROUP[$g]:-}" ]; then read -ra members <<<"${GROUP[$g]}"; wanted+=("${members[@]}")
   elif [ -n "${PACKAGE[$g]:-}" ]; then wanted+=("$g")
   else echo "prereqs: unknown group or program $g" >&2; exit 2
   fi

@@ -7,13 +7,23 @@ RUN := var/run
 LOG := var/log
 API_PORT ?= 8000
 PYTEST_ARGS ?=
+# Run as root on Debian/Ubuntu, the scripts install what is missing with apt-get; anywhere else
+# they name what is missing and stop.
+INSTALL_FLAG := $(shell [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && echo --install)
+# CI (CI=true, set by .ci/run) wants quiet, non-interactive installs.
+ifneq ($(CI),)
+export DEBIAN_FRONTEND := noninteractive
+export PIP_PROGRESS_BAR := off
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+endif
 
-.PHONY: help install services env migrate up start demo down status logs test lint format openapi bench clean
+.PHONY: help prereqs install services images env migrate up start demo down status logs test lint format openapi bench clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
 
 $(VENV)/.installed: setup.cfg constraints.txt pyproject.toml
+	@scripts/prereqs.sh $(INSTALL_FLAG) python3 venv
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
@@ -21,8 +31,15 @@ $(VENV)/.installed: setup.cfg constraints.txt pyproject.toml
 
 install: $(VENV)/.installed ## Create the virtualenv and install the pinned dependencies
 
+prereqs: ## Install (root on Debian) or list the system programs that `make up` and `make test` need
+	@scripts/prereqs.sh $(INSTALL_FLAG) up test && echo "prereqs: everything is installed"
+
 services: ## Find or start PostgreSQL, Redis, InfluxDB and the Podman API (installs them as root on Debian)
-	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then scripts/services.sh --install; else scripts/services.sh; fi
+	@scripts/prereqs.sh $(INSTALL_FLAG) curl
+	@scripts/services.sh $(INSTALL_FLAG)
+
+images: services ## Build the test images (localhost/dc-ssh, localhost/dc-bench) from Debian packages, cached
+	@scripts/images.sh $(INSTALL_FLAG)
 
 env: ## Create .env from .env.example when missing
 	@test -f .env || { cp .env.example .env; echo "created .env from .env.example"; }
@@ -31,7 +48,7 @@ migrate: install env ## Create the database if needed and apply the migrations
 	@$(PY) scripts/createdb.py
 	@$(PY) -m alembic upgrade head
 
-up: install services env migrate start demo ## Bring up everything locally and run the demo
+up: install services images env migrate start demo ## Bring up everything locally and run the demo
 	@echo
 	@echo "DistributedCompute is running:"
 	@echo "  API          http://127.0.0.1:$(API_PORT)/api/v1/health   (docs: http://127.0.0.1:$(API_PORT)/api/docs)"
@@ -56,8 +73,10 @@ down: ## Stop everything `make up` started (the services stay up)
 status: ## Show which platform processes are running
 	@scripts/proc.sh status api worker scheduler agent
 
-test: install ## Run the test suite against the real services
-	@scripts/services.sh >/dev/null
+test: install ## Run the test suite against the real services (installs what the tests need, as root on Debian)
+	@scripts/prereqs.sh $(INSTALL_FLAG) test
+	@scripts/services.sh $(INSTALL_FLAG) >/dev/null
+	@scripts/images.sh $(INSTALL_FLAG)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: install ## ruff, mypy and the import contracts (.importlinter)

@@ -13,6 +13,8 @@ PG_HOST=127.0.0.1 PG_PORT=5432
 REDIS_PORT=6379
 INFLUX_PORT="${INFLUX_PORT:-8086}"
 PODMAN_SOCK="$VAR/podman/podman.sock"
+# An engine socket already chosen (DOCKER_HOST=unix://...) is used, or started, instead of ours.
+case "${DOCKER_HOST:-}" in unix://*) PODMAN_SOCK="${DOCKER_HOST#unix://}" ;; esac
 INSTALL=0
 missing=()
 
@@ -129,7 +131,7 @@ default_ulimits = ["nofile=1024:1024", "nproc=1024:1024"]
 runtime = "runc"
 CONF
     fi
-    mkdir -p "$VAR/podman"
+    mkdir -p "$VAR/podman" "$(dirname "$PODMAN_SOCK")"
     rm -f "$PODMAN_SOCK"
     nohup setsid podman system service --time=0 "unix://$PODMAN_SOCK" >"$VAR/podman/service.log" 2>&1 &
     wait_for 30 podman_ok || die "the Podman API did not start (see var/podman/service.log)"

@@ -44,7 +44,7 @@ os.environ.update(TEST_ENV)
 import pytest  # noqa: E402
 from sqlalchemy import text  # noqa: E402
 
-pytest_plugins = ["tests.fixtures"]
+pytest_plugins = ["tests.fixtures", "tests.images.fixtures"]
 
 
 def _create_database() -> None:

@@ -62,6 +62,8 @@ class Settings:
     # every metrics_flush_seconds (whichever comes first).
     metrics_batch_size: int = 5000
     metrics_flush_seconds: float = 1.0
+    api_keys_per_user: int = 20  # live (unrevoked) user API keys
+    ssh_keys_per_user: int = 50  # account SSH public keys
 
     @property
     def is_production(self) -> bool:
@@ -353,6 +355,8 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dotenv: bool = Tr
             _positive_seconds,
             "a positive number of seconds (0.05 to 60)",
         ),
+        api_keys_per_user=r.parse("API_KEYS_PER_USER", "20", _positive_int, "a positive number"),
+        ssh_keys_per_user=r.parse("SSH_KEYS_PER_USER", "50", _positive_int, "a positive number"),
     )
     if not dev:
         # .env.example's placeholders are not secrets: a copied example must not reach production.

@@ -78,6 +78,10 @@ def _load_user(claims: Claims) -> User:
 
 
 def _api_key_claims(token: str) -> Claims:
+    # Routes call require_login() and then current_user(): identify the key once per request.
+    memo = g.get("dc_api_key_claims")
+    if memo is not None and memo[0] == token:
+        return memo[1]
     identity = api_keys.identify(token, session=db_session, redis_client=_redis())
     if identity is None:
         raise Unauthorized(
@@ -88,12 +92,14 @@ def _api_key_claims(token: str) -> Claims:
     api_keys.record_use(identity, redis_client=_redis())
     if identity.read_only and request.method not in READ_METHODS:
         raise Forbidden("This API key is read-only: it may only read (GET), not change anything.")
-    return Claims(
+    claims = Claims(
         user_id=identity.clerk_id,
         email=None,
         session_id=None,
         raw={"api_key_id": str(identity.key_id)},
     )
+    g.dc_api_key_claims = (token, claims)
+    return claims
 
 
 def _redis() -> redis.Redis | None:

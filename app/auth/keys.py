@@ -37,8 +37,7 @@ class KeyKind:
     def looks_like(self, key: str | None) -> bool:
         """Whether `key` could be one of this kind (cheap checks before any lookup)."""
         return (
-            bool(key)
-            and key is not None
+            key is not None
             and key.startswith(self.prefix)
             and len(self.prefix) + LOOKUP_LEN < len(key) <= MAX_KEY_LEN
         )

@@ -251,3 +251,47 @@ def test_a_revoked_key_is_refused_at_once_by_a_running_api_server(client, user):
     assert after.json()["code"] == 401
     assert listed.status_code == 200 and listed.json()["items"] == []
     assert body["api_key"] not in log
+
+
+def test_a_request_that_read_the_key_before_its_revocation_cannot_revive_it(client, user, db):
+    from app.auth import api_keys
+    from app.auth.keys import hash_key
+    from app.db import new_session
+
+    body = create_key(client, user)
+    secret = body["api_key"]
+    # A request in flight missed the cache and read the row before the revocation...
+    stale = api_keys.verify_api_key(db, secret)
+    assert client.delete(f"{URL}/{body['key']['id']}", headers=user.headers).status_code == 204
+    # ...and fills the cache only after the revocation has committed (identify's last step).
+    api_keys._cache_fill(get_redis(), hash_key(secret), stale)
+
+    fresh = api_keys.identify(secret, session=new_session, redis_client=get_redis())
+    later = client.get("/api/v1/me", headers=bearer(secret))
+
+    assert stale is not None and stale.user_id == user.id
+    assert fresh is None  # the fill did not overwrite the revocation's tombstone
+    assert later.status_code == 401
+
+
+def test_keys_are_checked_in_the_database_when_redis_cannot_answer(client, user, db):
+    import redis
+
+    from app.auth.api_keys import identify, revoke_api_key
+    from app.auth.models import User
+    from app.errors import ServiceUnavailable
+    from tests.procs import free_port
+
+    body = create_key(client, user)
+    unreachable = redis.Redis(port=free_port(), socket_connect_timeout=0.5)
+
+    found = identify(body["api_key"], session=lambda: db, redis_client=unreachable)
+    owner = db.get(User, user.id)
+    with pytest.raises(ServiceUnavailable):
+        revoke_api_key(
+            db, user=owner, key_id=uuid.UUID(body["key"]["id"]), redis_client=unreachable
+        )
+    db.rollback()
+
+    assert found is not None and found.user_id == user.id and found.scope == "full"
+    assert client.get("/api/v1/me", headers=bearer(body["api_key"])).status_code == 200

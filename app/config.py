@@ -74,6 +74,8 @@ class Settings:
     # every metrics_flush_seconds (whichever comes first).
     metrics_batch_size: int = 5000
     metrics_flush_seconds: float = 1.0
+    api_keys_per_user: int = 20  # live (unrevoked) user API keys
+    ssh_keys_per_user: int = 50  # account SSH public keys
 
     @property
     def is_production(self) -> bool:
@@ -171,6 +173,8 @@ SETTINGS: dict[str, Var] = {
     "min_balance_minutes": Var(
         "MIN_BALANCE_MINUTES", non_negative_int, "a whole number of minutes >= 0", "60"
     ),
+    "api_keys_per_user": Var("API_KEYS_PER_USER", positive_int, "a positive number", "20"),
+    "ssh_keys_per_user": Var("SSH_KEYS_PER_USER", positive_int, "a positive number", "50"),
     "billing_tick_seconds": Var("BILLING_TICK_SECONDS", positive_int, SECONDS, "60"),
     "platform_fee_percent": Var(
         "PLATFORM_FEE_PERCENT", percent, "a decimal percentage from 0 to below 100", "10"

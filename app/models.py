@@ -1,6 +1,6 @@
 """Import every model so that Base.metadata knows all tables (Alembic, tests)."""
 
-from app.auth.models import User
+from app.auth.models import ApiKey, SshKey, User
 from app.billing.models import Transaction
 from app.db import Base
 from app.fleet.models import HostNode, NodeApiKey, NodeStatusEvent
@@ -12,6 +12,7 @@ from app.proxy.models import PortAllocation
 from app.rentals.models import Rental
 
 __all__ = [
+    "ApiKey",
     "Base",
     "HostNode",
     "IdempotencyKey",
@@ -22,6 +23,7 @@ __all__ = [
     "PortAllocation",
     "PriceChange",
     "Rental",
+    "SshKey",
     "Transaction",
     "User",
 ]

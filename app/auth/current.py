@@ -7,12 +7,16 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import redis
 from flask import current_app, g, request
 
+from app.auth import api_keys
+from app.auth.api_keys import KeyIdentity
 from app.auth.models import User
 from app.auth.service import get_or_create_user
 from app.auth.tokens import Claims, TokenVerifier
 from app.errors import Forbidden, Unauthorized
+from app.redis_client import get_redis
 from app.web import db_session
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -37,13 +41,24 @@ _KNOWN_TTL_SECONDS = 300.0
 _KNOWN_MAX = 100_000
 
 
+# A read-only API key may use these methods and no other.
+READ_METHODS = frozenset({"GET", "HEAD"})
+
+
 def verified_claims(token: str | None) -> Claims:
-    """Verify the token and make sure its user row exists (created on the first valid token)."""
+    """Verify the bearer and make sure its user row exists (created on the first valid token).
+
+    The bearer is routed by its prefix: `dck_` is a user API key, anything else a session JWT.
+    Every user route authenticates through here, so this is also where a read-only key is held
+    to GET and HEAD.
+    """
     if token is None:
         raise Unauthorized(
             "Authentication required: send 'Authorization: Bearer <token>'.",
             headers={"WWW-Authenticate": "Bearer"},
         )
+    if token.startswith(api_keys.KEY_PREFIX):
+        return _api_key_claims(token)
     claims = verifier().verify(token)
     seen = _KNOWN_USERS.get(claims.user_id)
     if seen is None or time.monotonic() - seen > _KNOWN_TTL_SECONDS:
@@ -62,11 +77,60 @@ def _load_user(claims: Claims) -> User:
     return user
 
 
+def _api_key_claims(token: str) -> Claims:
+    # Routes call require_login() and then current_user(): identify the key once per request.
+    memo = g.get("dc_api_key_claims")
+    if memo is not None and memo[0] == token:
+        return memo[1]
+    identity = api_keys.identify(token, session=db_session, redis_client=_redis())
+    if identity is None:
+        raise Unauthorized(
+            "The API key is not valid: it is unknown or has been revoked.",
+            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+        )
+    g.dc_api_key = identity
+    api_keys.record_use(identity, redis_client=_redis())
+    if identity.read_only and request.method not in READ_METHODS:
+        raise Forbidden("This API key is read-only: it may only read (GET), not change anything.")
+    claims = Claims(
+        user_id=identity.clerk_id,
+        email=None,
+        session_id=None,
+        raw={"api_key_id": str(identity.key_id)},
+    )
+    g.dc_api_key_claims = (token, claims)
+    return claims
+
+
+def _redis() -> redis.Redis | None:
+    try:
+        return get_redis(current_app.config["DC_SETTINGS"].redis_url)
+    except redis.RedisError:
+        return None
+
+
+def request_api_key() -> KeyIdentity | None:
+    """The API key this request authenticated with (None for a session token)."""
+    return g.get("dc_api_key")
+
+
 def authenticate(token: str | None) -> User:
     claims = verified_claims(token)
     user = g.get("dc_user")
     if user is None or user.clerk_id != claims.user_id:
-        user = _load_user(claims)
+        key = request_api_key()
+        if key is not None and key.clerk_id == claims.user_id:
+            user = _load_key_user(key)
+        else:
+            user = _load_user(claims)
+    return user
+
+
+def _load_key_user(key: KeyIdentity) -> User:
+    """The user a key acts as (a key never creates a user: it was made by an existing one)."""
+    user = db_session().get(User, key.user_id)
+    if user is None:
+        raise Unauthorized("The API key is not valid: its user no longer exists.")
     return user
 
 
@@ -100,6 +164,20 @@ def login_required(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def session_or_full_key_required(fn: F) -> F:
+    """For managing credentials: a session token or a `full` API key; a `read` key gets 403."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        require_login()
+        key = request_api_key()
+        if key is not None and key.read_only:
+            raise Forbidden("Managing API keys needs a session or a full-scope API key.")
+        return fn(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
 def admin_required(fn: F) -> F:
     """Admin-only: anyone else gets 403 (the action exists, they may not use it)."""
 
@@ -112,5 +190,5 @@ def admin_required(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-# OpenAPI security requirement for routes that take a Clerk session token.
+# OpenAPI security requirement for routes that take a Clerk session token or a user API key.
 BEARER_AUTH: list[dict[str, list[str]]] = [{"bearerAuth": []}]

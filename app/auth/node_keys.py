@@ -1,39 +1,28 @@
 """Node API keys: random, prefixed `dcn_`, shown once, stored as a SHA-256 hash, rotatable.
 
-The key carries 256 bits of randomness, so a fast hash is enough (no password stretching); the
-lookup goes by a short public prefix and the hash is compared in constant time.
+How the keys are made and hashed is shared with user API keys (app/auth/keys.py).
 """
 
 from __future__ import annotations
 
-import hashlib
 import hmac
-import secrets
 import uuid
 from dataclasses import dataclass
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from app.auth.keys import NODE_KEYS, hash_key
 from app.db import utcnow
 from app.fleet.models import NodeApiKey
 
-KEY_PREFIX = "dcn_"
-LOOKUP_LEN = 12  # characters after "dcn_" used to find the row
+KEY_PREFIX = NODE_KEYS.prefix
 
 
 @dataclass(frozen=True)
 class NewKey:
     key: str
     record: NodeApiKey
-
-
-def hash_key(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
-
-
-def _lookup_prefix(key: str) -> str:
-    return key[: len(KEY_PREFIX) + LOOKUP_LEN]
 
 
 def issue_key(session: Session, *, node_id: uuid.UUID) -> NewKey:
@@ -43,20 +32,20 @@ def issue_key(session: Session, *, node_id: uuid.UUID) -> NewKey:
         .where(NodeApiKey.node_id == node_id, NodeApiKey.revoked_at.is_(None))
         .values(revoked_at=utcnow())
     )
-    key = KEY_PREFIX + secrets.token_urlsafe(32)
-    record = NodeApiKey(node_id=node_id, prefix=_lookup_prefix(key), key_hash=hash_key(key))
+    issued = NODE_KEYS.issue()
+    record = NodeApiKey(node_id=node_id, prefix=issued.lookup, key_hash=issued.key_hash)
     session.add(record)
     session.flush()
-    return NewKey(key=key, record=record)
+    return NewKey(key=issued.key, record=record)
 
 
 def verify_key(session: Session, key: str | None) -> uuid.UUID | None:
     """The node id the key belongs to, or None for a missing, unknown or revoked key."""
-    if not key or not key.startswith(KEY_PREFIX) or len(key) > 128:
+    if key is None or not NODE_KEYS.looks_like(key):
         return None
     row = session.execute(
         select(NodeApiKey.node_id, NodeApiKey.key_hash, NodeApiKey.revoked_at).where(
-            NodeApiKey.prefix == _lookup_prefix(key)
+            NodeApiKey.prefix == NODE_KEYS.lookup(key)
         )
     ).first()
     candidate = hash_key(key)

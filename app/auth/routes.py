@@ -1,17 +1,38 @@
 from __future__ import annotations
 
+import uuid
+
 from flask import current_app
 from flask.views import MethodView
 from flask_smorest import Blueprint
 from sqlalchemy import text
 
-from app.auth.current import current_user, is_admin, login_required
-from app.auth.schemas import HealthSchema, MeSchema
+from app.auth import api_keys, ssh_keys
+from app.auth.current import (
+    BEARER_AUTH,
+    current_user,
+    is_admin,
+    login_required,
+    session_or_full_key_required,
+)
+from app.auth.schemas import (
+    HealthSchema,
+    MeSchema,
+    SshKeyCreateSchema,
+    SshKeyListSchema,
+    SshKeySchema,
+    UserApiKeyCreatedSchema,
+    UserApiKeyCreateSchema,
+    UserApiKeyListSchema,
+)
 from app.influx import InfluxClient
+from app.pagination import PageArgsSchema
 from app.redis_client import get_redis
 from app.web import db_session
 
-blp = Blueprint("auth", __name__, url_prefix="/api/v1", description="Identity and health")
+blp = Blueprint(
+    "auth", __name__, url_prefix="/api/v1", description="Identity, API keys, SSH keys and health"
+)
 
 
 @blp.route("/health")
@@ -47,7 +68,7 @@ class Health(MethodView):
 class Me(MethodView):
     @login_required
     @blp.response(200, MeSchema)
-    @blp.doc(security=[{"bearerAuth": []}])
+    @blp.doc(security=BEARER_AUTH)
     def get(self):
         """Show the calling user."""
         user = current_user()
@@ -60,3 +81,93 @@ class Me(MethodView):
             "is_admin": is_admin(user),
             "created_at": user.created_at,
         }
+
+
+@blp.route("/api-keys")
+class ApiKeys(MethodView):
+    decorators = [session_or_full_key_required]
+
+    @blp.arguments(PageArgsSchema, location="query")
+    @blp.response(200, UserApiKeyListSchema)
+    @blp.doc(security=BEARER_AUTH)
+    def get(self, args):
+        """List my live API keys (never their secrets)."""
+        items, next_cursor = api_keys.list_api_keys(db_session(), user=current_user(), **args)
+        return {"items": items, "next_cursor": next_cursor}
+
+    @blp.arguments(UserApiKeyCreateSchema)
+    @blp.response(201, UserApiKeyCreatedSchema)
+    @blp.doc(security=BEARER_AUTH)
+    def post(self, data):
+        """Create an API key for programs; the key in the answer is shown only once."""
+        session = db_session()
+        new = api_keys.create_api_key(
+            session,
+            user=current_user(),
+            name=data["name"],
+            scope=data["scope"],
+            max_live=current_app.config["DC_SETTINGS"].api_keys_per_user,
+        )
+        session.commit()
+        return {"api_key": new.key, "key": new.record}
+
+
+@blp.route("/api-keys/<uuid:key_id>")
+class ApiKeyById(MethodView):
+    decorators = [session_or_full_key_required]
+
+    @blp.response(204)
+    @blp.doc(security=BEARER_AUTH)
+    def delete(self, key_id: uuid.UUID):
+        """Revoke an API key: it stops working at once."""
+        session = db_session()
+        api_keys.revoke_api_key(
+            session,
+            user=current_user(),
+            key_id=key_id,
+            redis_client=get_redis(current_app.config["DC_SETTINGS"].redis_url),
+        )
+        session.commit()
+
+
+@blp.route("/me/ssh-keys")
+class SshKeys(MethodView):
+    decorators = [login_required]
+
+    @blp.arguments(PageArgsSchema, location="query")
+    @blp.response(200, SshKeyListSchema)
+    @blp.doc(security=BEARER_AUTH)
+    def get(self, args):
+        """List my account's SSH public keys."""
+        items, next_cursor = ssh_keys.list_ssh_keys(db_session(), user=current_user(), **args)
+        return {"items": items, "next_cursor": next_cursor}
+
+    @blp.arguments(SshKeyCreateSchema)
+    @blp.response(201, SshKeySchema)
+    @blp.alt_response(409, description="The key is already on the account, or the cap is reached")
+    @blp.doc(security=BEARER_AUTH)
+    def post(self, data):
+        """Add an SSH public key; it goes into every rental I start."""
+        session = db_session()
+        record = ssh_keys.add_ssh_key(
+            session,
+            user=current_user(),
+            public_key=data["public_key"],
+            name=data.get("name"),
+            max_keys=current_app.config["DC_SETTINGS"].ssh_keys_per_user,
+        )
+        session.commit()
+        return record
+
+
+@blp.route("/me/ssh-keys/<uuid:key_id>")
+class SshKeyById(MethodView):
+    decorators = [login_required]
+
+    @blp.response(204)
+    @blp.doc(security=BEARER_AUTH)
+    def delete(self, key_id: uuid.UUID):
+        """Remove an SSH public key from my account (running rentals keep theirs)."""
+        session = db_session()
+        ssh_keys.delete_ssh_key(session, user=current_user(), key_id=key_id)
+        session.commit()

@@ -1,5 +1,7 @@
-from marshmallow import Schema, fields
+from marshmallow import Schema, fields, validate
 
+from app.auth.enums import ApiKeyScope
+from app.auth.ssh_keys import SshPublicKey
 from app.enums import Role
 from app.money import Money
 
@@ -18,3 +20,72 @@ class HealthSchema(Schema):
     status = fields.String()
     checks = fields.Dict(keys=fields.String(), values=fields.String())
     failing = fields.List(fields.String())
+
+
+def _printable_name(required: bool) -> fields.String:
+    checks = [
+        validate.Length(min=1, max=100),
+        validate.Predicate("isprintable", error="Must be printable text (no control characters)."),
+    ]
+    if required:
+        return fields.String(required=True, validate=checks)
+    return fields.String(load_default=None, allow_none=True, validate=checks)
+
+
+class UserApiKeyCreateSchema(Schema):
+    name = _printable_name(required=True)
+    scope = fields.Enum(
+        ApiKeyScope,
+        by_value=True,
+        required=True,
+        metadata={"description": "`full`: everything the user may do; `read`: GET only."},
+    )
+
+
+class UserApiKeySchema(Schema):
+    """A key as listed: never the secret, only its public prefix."""
+
+    id = fields.UUID()
+    name = fields.String()
+    scope = fields.Enum(ApiKeyScope, by_value=True)
+    prefix = fields.String(metadata={"description": "The key's first characters, to recognise it."})
+    created_at = fields.DateTime(format="iso")
+    last_used_at = fields.DateTime(
+        format="iso",
+        allow_none=True,
+        metadata={"description": "Updated at most once a minute."},
+    )
+
+
+class UserApiKeyCreatedSchema(Schema):
+    api_key = fields.String(metadata={"description": "The secret key (dck_...), shown only once."})
+    key = fields.Nested(UserApiKeySchema)
+
+
+class UserApiKeyListSchema(Schema):
+    items = fields.List(fields.Nested(UserApiKeySchema))
+    next_cursor = fields.String(allow_none=True)
+
+
+class SshKeyCreateSchema(Schema):
+    name = _printable_name(required=False)
+    public_key = SshPublicKey(
+        required=True,
+        metadata={
+            "description": "One OpenSSH public key line: ssh-ed25519, ecdsa-sha2-nistp256/384/521 "
+            "or ssh-rsa of at least 2048 bits, with an optional comment."
+        },
+    )
+
+
+class SshKeySchema(Schema):
+    id = fields.UUID()
+    name = fields.String()
+    public_key = fields.String()
+    fingerprint = fields.String(metadata={"description": "SHA256:..., as ssh-keygen -l shows it."})
+    created_at = fields.DateTime(format="iso")
+
+
+class SshKeyListSchema(Schema):
+    items = fields.List(fields.Nested(SshKeySchema))
+    next_cursor = fields.String(allow_none=True)

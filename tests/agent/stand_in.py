@@ -33,6 +33,7 @@ class PlatformStandIn:
         self.tunnel = tunnel
         self.draining = draining
         self.received: list[dict[str, Any]] = []
+        self.sizes: list[int] = []
         self.connections = 0
         self.refused = 0
         self._cond = threading.Condition()
@@ -68,6 +69,7 @@ class PlatformStandIn:
                     continue
                 with self._cond:
                     self.received.append(json.loads(text))
+                    self.sizes.append(len(text.encode()))  # as sent, to check the frame limit
                     self._cond.notify_all()
 
         self._server = make_server("127.0.0.1", 0, self.app, threaded=True)

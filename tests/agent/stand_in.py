@@ -147,6 +147,12 @@ class PlatformStandIn:
                     raise TimeoutError(f"no {event} {match} from the agent; got {seen}")
                 self._cond.wait(left)
 
+    def sized(self, event: str, after: int = 0) -> list[tuple[dict[str, Any], int]]:
+        """(frame, its size in bytes as sent) of each `event` frame from index `after`."""
+        with self._cond:
+            pairs = list(zip(self.received, self.sizes, strict=True))[after:]
+        return [(frame, size) for frame, size in pairs if frame["event"] == event]
+
     def mark(self) -> int:
         with self._cond:
             return len(self.received)

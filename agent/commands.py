@@ -54,9 +54,10 @@ class ProgressReport:
 
     INTERVAL = 1.0
 
-    def __init__(self, link: Link, rental_id: str):
+    def __init__(self, link: Link, rental_id: str, *, enabled: bool):
         self.link = link
         self.rental_id = rental_id
+        self.enabled = enabled  # the platform understands instance_progress
         self._last: float | None = None
 
     def pulling(self, progress: float | None) -> None:
@@ -69,6 +70,8 @@ class ProgressReport:
         self._send("starting", None)
 
     def _send(self, phase: str, progress: float | None) -> None:
+        if not self.enabled:
+            return
         self._last = time.monotonic()
         data: dict[str, Any] = {"rental_id": self.rental_id, "phase": phase, "progress": progress}
         if progress is not None:
@@ -197,7 +200,9 @@ class Commands:
             try:
                 if self.engine.find(node_id, rental_id) is None:
                     self._check_new_start(data)
-                report = ProgressReport(self.link, rental_id)
+                report = ProgressReport(
+                    self.link, rental_id, enabled=self.state.understands("instance_progress")
+                )
                 container, created = self.engine.start(
                     node_id,
                     data,
@@ -248,7 +253,14 @@ class Commands:
                 stopped = self.engine.stop(node_id, rental_id, grace=data["grace_seconds"])
                 for container in stopped:
                     log.info("rental %s stopped (exit code %s)", rental_id, container.exit_code)
-                    finish(self.engine, self.link, self.tunnels, container, asked=True)
+                    finish(
+                        self.engine,
+                        self.link,
+                        self.tunnels,
+                        container,
+                        asked=True,
+                        final_logs=self.state.understands("logs"),
+                    )
             except EngineUnavailable as exc:
                 # Not acknowledged: the platform sends the stop again after a reconnect.
                 log.error("rental %s cannot be stopped now: %s", rental_id, exc)

@@ -29,17 +29,24 @@ def send_logs(
 
 
 def finish(
-    engine: Engine, link: Link, tunnels: Tunnels, container: ManagedContainer, *, asked: bool
+    engine: Engine,
+    link: Link,
+    tunnels: Tunnels,
+    container: ManagedContainer,
+    *,
+    asked: bool,
+    final_logs: bool,
 ) -> None:
     """Report an ended container (its last 64 KiB of output, then `instance_stopped`) and remove
-    it with its network.
+    it with its network. `final_logs`: the platform understands `logs` frames.
 
     A stop the platform `asked` for is answered once the container and its tunnels are gone; a
     container that ended
     by itself stays until it is reported, as the only record of its exit (NotConnected leaves it).
     """
-    found = engine.logs_of(container.container_id, tail=FINAL_TAIL, max_bytes=MAX_LOG_BYTES)
-    send_logs(link, FINAL_REQUEST, container.rental_id, found)
+    if final_logs:
+        found = engine.logs_of(container.container_id, tail=FINAL_TAIL, max_bytes=MAX_LOG_BYTES)
+        send_logs(link, FINAL_REQUEST, container.rental_id, found)
     if asked:
         engine.remove(container.rental_id, container.container_id)
         tunnels.sync()
@@ -106,7 +113,14 @@ class ExitWatcher:
                 log.info(
                     "rental %s ended by itself (exit code %s)", current.rental_id, current.exit_code
                 )
-                finish(self.engine, self.link, self.tunnels, current, asked=False)
+                finish(
+                    self.engine,
+                    self.link,
+                    self.tunnels,
+                    current,
+                    asked=False,
+                    final_logs=self.state.understands("logs"),
+                )
                 changed = True
             finally:
                 lock.release()

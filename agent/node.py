@@ -20,6 +20,7 @@ class NodeState:
         self.tunnel: dict[str, Any] | None = None
         self.heartbeat_interval = heartbeat_interval
         self.busy = False  # a rental container was running at the engine's last look
+        self.features: frozenset[str] = frozenset()  # optional events the platform understands
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
 
@@ -47,3 +48,7 @@ class NodeState:
         self.draining = bool(data.get("draining"))
         if data.get("tunnel"):
             self.tunnel = dict(data["tunnel"])
+        self.features = frozenset(data.get("features") or ())
+
+    def understands(self, event: str) -> bool:
+        return event in self.features

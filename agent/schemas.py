@@ -28,6 +28,8 @@ FAILURE_CODES = (
     "invalid_request",
 )
 PROGRESS_PHASES = ("pulling", "starting")
+# Agent events sent only to a platform that lists them in welcome's `features`.
+OPTIONAL_AGENT_EVENTS = ("instance_progress", "logs")
 
 
 class _Base(Schema):
@@ -304,6 +306,13 @@ class WelcomeSchema(_Base):
     )
     draining = fields.Boolean(load_default=False)
     tunnel = fields.Nested(TunnelSchema, load_default=None, allow_none=True)
+    # The optional agent events this platform understands (OPTIONAL_AGENT_EVENTS); the agent sends
+    # none of the others, so a platform that predates them never receives them.
+    features = fields.List(
+        fields.String(validate=validate.Length(max=64)),
+        load_default=list,
+        validate=validate.Length(max=64),
+    )
 
 
 class ErrorSchema(_Base):

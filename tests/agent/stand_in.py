@@ -27,11 +27,13 @@ class PlatformStandIn:
         node_id: str,
         tunnel: dict[str, Any] | None = None,
         draining: bool = False,
+        features: tuple[str, ...] = ("instance_progress", "logs"),
     ):
         self.api_key = api_key
         self.node_id = node_id
         self.tunnel = tunnel
         self.draining = draining
+        self.features = features
         self.received: list[dict[str, Any]] = []
         self.sizes: list[int] = []
         self.connections = 0
@@ -52,7 +54,11 @@ class PlatformStandIn:
 
         @sock.route("/ws/agent")
         def _agent(ws: Any) -> None:
-            welcome: dict[str, Any] = {"node_id": self.node_id, "draining": self.draining}
+            welcome: dict[str, Any] = {
+                "node_id": self.node_id,
+                "draining": self.draining,
+                "features": list(self.features),
+            }
             if self.tunnel is not None:
                 welcome["tunnel"] = self.tunnel
             ws.send(json.dumps({"event": "welcome", "data": welcome, "v": 1}))

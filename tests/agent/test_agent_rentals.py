@@ -16,7 +16,8 @@ import pytest
 
 from agent.protocol import MAX_FRAME_BYTES
 from agent.runspec import CAP_ADD
-from tests.agent.conftest import IMAGE, node_containers, start_command
+from tests.agent.conftest import IMAGE, TEST_KEY, node_containers, start_command
+from tests.agent.stand_in import PlatformStandIn
 from tests.procs import wait_until
 
 # The capability bits of CAP_ADD (linux/capability.h), as /proc/<pid>/status shows them.
@@ -350,3 +351,29 @@ def test_ssh_with_the_renters_key_works_under_the_reduced_capabilities(
 
     wait_until(ssh_works, 40, what="ssh into the rental")
     assert subprocess.run(argv, capture_output=True, text=True, timeout=30).returncode == 0
+
+
+def test_a_platform_that_predates_the_new_events_never_receives_them(start_agent, engine, node_id):
+    old = PlatformStandIn(api_key=TEST_KEY, node_id=node_id, features=()).start()
+    try:
+        start_agent(old.url)
+        old.wait_connected()
+        rental_id = _rental()
+        old.send("start_instance", start_command(rental_id, onstart="echo hi"))
+        old.wait_for("instance_started", rental_id=rental_id)
+        old.send("stop_instance", {"rental_id": rental_id, "grace_seconds": 0})
+        old.wait_for("instance_stopped", rental_id=rental_id)
+        failed_id = _rental()
+        old.send("start_instance", start_command(failed_id, image="localhost/no-such:1"))
+        failed = old.wait_for("instance_failed", rental_id=failed_id)
+        assert {f["event"] for f in old.frames()} <= {
+            "hello",
+            "heartbeat",
+            "ack",
+            "instance_started",
+            "instance_stopped",
+            "instance_failed",
+        }
+        assert failed["data"]["failure_code"] == "image_not_found"  # an extra field is ignored
+    finally:
+        old.stop()

@@ -293,6 +293,19 @@ class Engine:
         except (docker.errors.DockerException, OSError) as exc:
             raise EngineUnavailable(f"the container engine did not answer: {exc}") from None
 
+    def rental_networks(self, node_id: str) -> list[str]:
+        """The rental ids that have a network of this node's."""
+        try:
+            found = self.client.networks.list(
+                filters={"label": [f"{LABEL_MANAGED}=true", f"{LABEL_NODE}={node_id}"]}
+            )
+        except (docker.errors.DockerException, OSError) as exc:
+            raise EngineUnavailable(f"the container engine did not answer: {exc}") from None
+        return [n.attrs.get("Labels", {}).get(LABEL_RENTAL, "") for n in found]
+
+    def remove_network(self, rental_id: str) -> None:
+        self._remove_network(rental_id)
+
     def _remove_network(self, rental_id: str) -> None:
         try:
             for network in self.client.networks.list(names=[network_name(rental_id)]):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 from agent.containers import Engine, ManagedContainer
 from agent.failures import EngineUnavailable
@@ -64,6 +65,7 @@ def finish(
 
 class ExitWatcher:
     POLL = 2.0
+    NETWORK_SWEEP = 60.0  # seconds between looks for networks whose container is gone
 
     def __init__(self, engine: Engine, link: Link, state: NodeState, tunnels: Tunnels):
         self.engine = engine
@@ -72,6 +74,7 @@ class ExitWatcher:
         self.tunnels = tunnels
         self._poke = threading.Event()
         self._warned = False
+        self._swept = 0.0
 
     def poke(self) -> None:
         self._poke.set()
@@ -88,6 +91,8 @@ class ExitWatcher:
                 self.state.busy = any(c.state == "running" for c in containers)
                 if self._report_exits(node_id, containers):
                     self.tunnels.sync()
+                if time.monotonic() - self._swept > self.NETWORK_SWEEP:
+                    self._sweep_networks(node_id, {c.rental_id for c in containers})
                 self._warned = False
             except EngineUnavailable as exc:
                 if not self._warned:
@@ -97,6 +102,23 @@ class ExitWatcher:
                 pass
             except Exception:
                 log.exception("checking for ended containers failed")
+
+    def _sweep_networks(self, node_id: str, live: set[str]) -> None:
+        """Remove rental networks left without a container (one removed by hand, say)."""
+        self._swept = time.monotonic()
+        for rental_id in self.engine.rental_networks(node_id):
+            if not rental_id or rental_id in live:
+                continue
+            lock = self.state.rental_lock(rental_id)
+            if not lock.acquire(blocking=False):
+                continue  # a start is creating it right now
+            try:
+                if self.engine.find(node_id, rental_id) is None:
+                    log.info("removing the network of rental %s: its container is gone", rental_id)
+                    self.engine.remove_network(rental_id)
+            finally:
+                lock.release()
+            self.state.forget(rental_id)
 
     def _report_exits(self, node_id: str, containers: list[ManagedContainer]) -> bool:
         changed = False

@@ -1,7 +1,13 @@
-"""``python -m agent`` / ``dc-agent``: run the host agent until SIGTERM or SIGINT."""
+"""``python -m agent`` / ``dc-agent``: run the host agent until SIGTERM or SIGINT.
+
+``dc-agent detect [--json]`` prints the machine's hardware in the platform's `specs` shape and
+exits, without settings or a connection.
+"""
 
 from __future__ import annotations
 
+import argparse
+import json
 import logging
 import signal
 import sys
@@ -11,9 +17,33 @@ from types import FrameType
 from agent.config import ConfigError, load_settings
 
 
+def detect(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="dc-agent detect",
+        description="Print this machine's hardware as the platform's node specs.",
+    )
+    parser.add_argument("--json", action="store_true", help="one JSON object, for programs")
+    parser.add_argument("--disk-path", default="/", help="the disk rentals use (default /)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level="ERROR", stream=sys.stderr)
+    # Imported here so that `detect` works without settings and stays fast to answer --help.
+    from agent.hardware import Hardware
+
+    specs = Hardware(args.disk_path).node_specs()
+    if args.json:
+        print(json.dumps(specs))
+    else:
+        for key, value in specs.items():
+            print(f"{key:<12} {value}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["detect"]:
+        return detect(args[1:])
     try:
-        settings = load_settings(argv)
+        settings = load_settings(args)
     except ConfigError as exc:
         print(f"dc-agent: {exc}", file=sys.stderr)
         return 2

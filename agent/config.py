@@ -7,6 +7,7 @@ setting, which ``python -m agent`` prints as one line before exiting with status
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import math
 import os
 import shutil
@@ -42,6 +43,8 @@ class AgentSettings:
     heartbeat_interval: float
     publish_ip: str
     log_level: str
+    pids_limit: int = 4096
+    allow_private_registries: bool = False
     config_file: Path | None = None
 
     @property
@@ -89,6 +92,17 @@ OPTIONS = (
         "host address container ports are published on (default 127.0.0.1: frpc makes them public)",
     ),
     _Option("log_level", ("DC_LOG_LEVEL",), "DEBUG, INFO, WARNING or ERROR (default INFO)"),
+    _Option(
+        "pids_limit",
+        ("DC_PIDS_LIMIT",),
+        "most processes in one rental's container, unless the platform sets it (default 4096)",
+    ),
+    _Option(
+        "allow_private_registries",
+        ("DC_ALLOW_PRIVATE_REGISTRIES",),
+        "true to let rentals pull images from registries on private, loopback or link-local "
+        "addresses (default false)",
+    ),
 )
 _NAMES = {option.name for option in OPTIONS}
 
@@ -99,6 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="DistributedCompute host agent: connects this machine to the platform and runs "
         "rentals in containers. Settings come from --config, then DC_* variables, "
         "then these flags.",
+        epilog="`dc-agent detect [--json]` prints this machine's hardware in the platform's specs "
+        "shape (for `dc nodes register --detect`) without connecting.",
     )
     parser.add_argument("--version", action="version", version=f"dc-agent {__version__}")
     parser.add_argument(
@@ -196,8 +212,6 @@ def _heartbeat(value: Any) -> float:
 
 
 def _publish_ip(value: Any) -> str:
-    import ipaddress
-
     text = str(value).strip()
     try:
         ipaddress.ip_address(text)
@@ -224,6 +238,27 @@ def _data_dir(value: Any) -> Path:
     return path
 
 
+def _pids_limit(value: Any) -> int:
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        raise ValueError("expected a whole number of processes") from None
+    if not 16 <= number <= 4_194_304:
+        raise ValueError("expected between 16 and 4194304")
+    return number
+
+
+def _boolean(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected true or false")
+
+
 _PARSERS: dict[str, Callable[[Any], Any]] = {
     "platform_url": _platform_url,
     "api_key": _api_key,
@@ -233,6 +268,8 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "heartbeat_interval": _heartbeat,
     "publish_ip": _publish_ip,
     "log_level": _log_level,
+    "pids_limit": _pids_limit,
+    "allow_private_registries": _boolean,
 }
 _DEFAULTS: dict[str, Callable[[], Any]] = {
     "docker_host": lambda: None,
@@ -241,6 +278,8 @@ _DEFAULTS: dict[str, Callable[[], Any]] = {
     "heartbeat_interval": lambda: 5.0,
     "publish_ip": lambda: "127.0.0.1",
     "log_level": lambda: "INFO",
+    "pids_limit": lambda: 4096,
+    "allow_private_registries": lambda: False,
 }
 
 

@@ -2,6 +2,7 @@
 
 Everything the agent must know about a rental after a restart is written on the container itself
 as labels, so the container engine is the agent's only state and the agent keeps none of its own.
+Each rental also gets its own bridge network, removed with its container.
 """
 
 from __future__ import annotations
@@ -14,26 +15,26 @@ from typing import Any
 
 import docker
 import docker.errors
-from docker.types import DeviceRequest
 
-from agent.hardware import Gpu, Hardware
-from agent.protocol import ram_limit_bytes
+from agent.failures import EngineUnavailable, StartFailed
+from agent.hardware import Hardware
+from agent.images import Progress, ensure_image
+from agent.inside import add_ssh_keys, run_onstart
+from agent.logs import read_logs
+from agent.runspec import (
+    LABEL_MANAGED,
+    LABEL_NODE,
+    LABEL_PORTS,
+    LABEL_RENTAL,
+    NodePolicy,
+    bridge_name,
+    network_name,
+    run_arguments,
+)
 
 log = logging.getLogger("agent.containers")
 
-LABEL_MANAGED = "dc.managed"
-LABEL_NODE = "dc.node_id"
-LABEL_RENTAL = "dc.rental_id"
-LABEL_PORTS = "dc.ports"  # JSON {"<container port>": <public port>}
 ENDED_STATES = ("exited", "dead")
-
-
-class StartFailed(Exception):
-    """The instance cannot start; the message is the reason shown to the renter."""
-
-
-class EngineUnavailable(Exception):
-    """The container engine does not answer."""
 
 
 @dataclass(frozen=True)
@@ -48,10 +49,6 @@ class ManagedContainer:
     @property
     def ended(self) -> bool:
         return self.state in ENDED_STATES
-
-
-def container_name(rental_id: str) -> str:
-    return f"dc-rental-{rental_id}"
 
 
 def _describe(container: Any) -> ManagedContainer:
@@ -88,46 +85,52 @@ def _explain(exc: docker.errors.APIError) -> str:
     return str(exc.explanation or exc).strip()
 
 
-def start_failure_reason(message: str, command: list[str] | None) -> str:
+def start_failure(message: str, command: list[str] | None) -> StartFailed:
     """A reason a renter can act on, from the engine's error text."""
     lower = message.lower()
     if "executable file not found" in lower or ("no such file or directory" in lower and command):
-        return (
+        return StartFailed(
+            "invalid_request",
             f"The command {command[0] if command else ''!r} was not found in the image; "
-            "check the command or the image's PATH."
+            "check the command or the image's PATH.",
         )
     if "permission denied" in lower and command:
-        return f"The command {command[0]!r} is not executable in the image."
+        return StartFailed(
+            "invalid_request", f"The command {command[0]!r} is not executable in the image."
+        )
     if "memory" in lower and ("limit" in lower or "oom" in lower):
-        return (
-            "Out of memory: the container cannot start within its memory limit; ask for more RAM."
+        return StartFailed(
+            "insufficient_resources",
+            "Out of memory: the container cannot start within its memory limit; ask for more RAM.",
         )
     if "nvidia" in lower or "gpu" in lower or "device" in lower:
-        return f"The GPU could not be attached to the container: {message}"
-    return f"The container engine refused to start the container: {message}"
-
-
-def gpu_device_ids(indices: list[str], gpus: list[Gpu]) -> list[str]:
-    """The GPU UUIDs for the platform's GPU indices; StartFailed names a GPU that is not here."""
-    by_index = {gpu.index: gpu for gpu in gpus}
-    ids = []
-    for raw in indices:
-        gpu = by_index.get(int(raw))
-        if gpu is None:
-            have = ", ".join(str(i) for i in sorted(by_index)) or "none"
-            raise StartFailed(f"GPU {int(raw)} is not present on this node (GPUs here: {have}).")
-        ids.append(gpu.uuid)
-    return ids
+        return StartFailed(
+            "insufficient_resources", f"The GPU could not be attached to the container: {message}"
+        )
+    return StartFailed(
+        "invalid_request", f"The container engine refused to start the container: {message}"
+    )
 
 
 class Engine:
     """The agent's view of the container engine, limited to its own node's containers."""
 
-    def __init__(self, docker_host: str | None, *, publish_ip: str, hardware: Hardware):
+    def __init__(
+        self,
+        docker_host: str | None,
+        *,
+        publish_ip: str,
+        hardware: Hardware,
+        pids_limit: int = 4096,
+        allow_private_registries: bool = False,
+    ):
         self.publish_ip = publish_ip
         self.hardware = hardware
+        self.pids_limit = pids_limit
+        self.allow_private_registries = allow_private_registries
         self._docker_host = docker_host
         self._client: docker.DockerClient | None = None
+        self._podman: bool | None = None
 
     @property
     def client(self) -> docker.DockerClient:
@@ -146,6 +149,17 @@ class Engine:
             return bool(self.client.ping())
         except (docker.errors.DockerException, EngineUnavailable, OSError):
             return False
+
+    def policy(self) -> NodePolicy:
+        if self._podman is None:
+            try:
+                components = self.client.version().get("Components") or []
+            except (docker.errors.DockerException, OSError) as exc:
+                raise EngineUnavailable(f"the container engine did not answer: {exc}") from None
+            self._podman = any("podman" in str(c.get("Name", "")).lower() for c in components)
+        return NodePolicy(
+            publish_ip=self.publish_ip, pids_limit=self.pids_limit, podman=self._podman
+        )
 
     # ------------------------------------------------------------ queries
     def managed(self, node_id: str) -> list[ManagedContainer]:
@@ -177,9 +191,39 @@ class Engine:
         found = self._containers(node_id, rental_id)
         return _describe(found[0]) if found else None
 
+    def logs(
+        self, node_id: str, rental_id: str, *, tail: int, max_bytes: int
+    ) -> tuple[list[str], bool] | None:
+        """(lines, truncated) of the rental's container, or None when there is none."""
+        found = self._containers(node_id, rental_id)
+        return self.logs_of(found[0].id, tail=tail, max_bytes=max_bytes) if found else None
+
+    def logs_of(
+        self, container_id: str, *, tail: int, max_bytes: int
+    ) -> tuple[list[str], bool] | None:
+        try:
+            return read_logs(
+                self.client.containers.get(container_id), tail=tail, max_bytes=max_bytes
+            )
+        except docker.errors.NotFound:
+            return None
+        except (docker.errors.DockerException, OSError) as exc:
+            raise EngineUnavailable(f"the container engine did not answer: {exc}") from None
+
     # ------------------------------------------------------------ start
-    def start(self, node_id: str, command: dict[str, Any]) -> tuple[ManagedContainer, bool]:
-        """Run the rental's container; (container, created). An existing one is returned as is."""
+    def start(
+        self,
+        node_id: str,
+        command: dict[str, Any],
+        *,
+        registry_auth: dict[str, str] | None,
+        progress: Progress,
+        starting: Progress,
+    ) -> tuple[ManagedContainer, bool]:
+        """Run the rental's container; (container, created). An existing one is returned as is.
+
+        `progress` hears about the pull, `starting` once the image is here.
+        """
         rental_id = command["rental_id"]
         for existing in self._containers(node_id, rental_id):
             if existing.status == "created":  # left over by a start that was cut short
@@ -187,8 +231,16 @@ class Engine:
                 continue
             return _describe(existing), False
 
-        kwargs = self._run_arguments(node_id, command)
-        self._ensure_image(command["image"])
+        kwargs = run_arguments(node_id, command, self.hardware, self.policy())
+        ensure_image(
+            self.client,
+            command["image"],
+            auth=registry_auth,
+            allow_private=self.allow_private_registries,
+            progress=progress,
+        )
+        starting(None)
+        self._ensure_network(node_id, rental_id)
         try:
             container = self.client.containers.create(command["image"], **kwargs)
         except docker.errors.APIError as exc:
@@ -198,90 +250,74 @@ class Engine:
                 again = self.find(node_id, rental_id)
                 if again is not None:
                     return again, False
-            raise StartFailed(f"The container could not be created: {text}") from None
+            self._remove_network(rental_id)
+            raise StartFailed(
+                "invalid_request", f"The container could not be created: {text}"
+            ) from None
         except (docker.errors.DockerException, OSError) as exc:
             raise EngineUnavailable(f"the container engine did not answer: {exc}") from None
         try:
+            add_ssh_keys(container, list(command.get("ssh_keys") or []))
             container.start()
+            if command.get("onstart"):
+                run_onstart(container, command["onstart"])
             container.reload()
         except docker.errors.APIError as exc:
-            self._remove(container)
-            raise StartFailed(start_failure_reason(_explain(exc), command.get("command"))) from None
+            self._discard(container, rental_id)
+            raise start_failure(
+                _explain(exc), command.get("entrypoint") or command.get("command")
+            ) from None
         except BaseException:
-            self._remove(container)  # never leave a half-started container behind
+            self._discard(container, rental_id)  # never leave a half-started container behind
             raise
         return _describe(container), True
 
-    def _run_arguments(self, node_id: str, command: dict[str, Any]) -> dict[str, Any]:
-        limits = command.get("resource_limits") or {}
-        mapping = {int(k): int(v) for k, v in (command.get("proxy_port_mapping") or {}).items()}
-        kwargs: dict[str, Any] = {
-            "name": container_name(command["rental_id"]),
-            "detach": True,
-            "labels": {
-                LABEL_MANAGED: "true",
-                LABEL_NODE: node_id,
-                LABEL_RENTAL: command["rental_id"],
-                LABEL_PORTS: json.dumps({str(k): v for k, v in sorted(mapping.items())}),
-            },
-            "environment": dict(command.get("env_vars") or {}),
-            "ports": {f"{port}/tcp": (self.publish_ip, None) for port in sorted(mapping)},
-        }
-        if command.get("command"):
-            kwargs["command"] = list(command["command"])
-        if limits.get("ram_limit"):
-            try:
-                wanted = ram_limit_bytes(limits["ram_limit"])
-            except ValueError:
-                raise StartFailed(
-                    f"The memory limit {limits['ram_limit']!r} is not valid; use e.g. 16g."
-                ) from None
-            total = self.hardware.total_ram_bytes()
-            if wanted > total:
-                raise StartFailed(
-                    f"Out of memory: the rental asks for {wanted / 2**30:.1f} GiB of "
-                    f"RAM; this node has {total / 2**30:.1f} GiB."
-                )
-            kwargs["mem_limit"] = wanted
-        if limits.get("cpu_cores"):
-            cores = float(limits["cpu_cores"])
-            have = self.hardware.cpu_count()
-            if cores > have:
-                raise StartFailed(f"The rental asks for {cores:g} CPU cores; this node has {have}.")
-            kwargs["nano_cpus"] = int(cores * 1e9)
-        indices = list(limits.get("gpu_indices") or [])
-        if indices:
-            device_ids = gpu_device_ids(indices, self.hardware.gpus())
-            kwargs["device_requests"] = [
-                DeviceRequest(device_ids=device_ids, capabilities=[["gpu"]])
-            ]
-        return kwargs
-
-    def _ensure_image(self, image: str) -> None:
+    def _ensure_network(self, node_id: str, rental_id: str) -> None:
+        name = network_name(rental_id)
         try:
-            self.client.images.get(image)
-            return
-        except docker.errors.ImageNotFound:
-            pass
-        except (docker.errors.DockerException, OSError) as exc:
-            raise EngineUnavailable(f"the container engine did not answer: {exc}") from None
-        log.info("pulling image %s", image)
-        try:
-            self.client.images.pull(image)
-            self.client.images.get(image)
-        except docker.errors.ImageNotFound:
-            raise StartFailed(
-                f"No such image: {image!r} was not found in its registry (check "
-                "the name and tag; private images are not supported)."
-            ) from None
+            if self.client.networks.list(names=[name]):
+                return
+            self.client.networks.create(
+                name,
+                driver="bridge",
+                options={"com.docker.network.bridge.name": bridge_name(rental_id)},
+                labels={LABEL_MANAGED: "true", LABEL_NODE: node_id, LABEL_RENTAL: rental_id},
+            )
         except docker.errors.APIError as exc:
-            raise StartFailed(f"The image {image!r} could not be pulled: {_explain(exc)}") from None
+            if exc.status_code == 409 or "already" in _explain(exc).lower():
+                return
+            raise StartFailed(
+                "insufficient_resources",
+                f"The rental's network could not be created: {_explain(exc)}",
+            ) from None
         except (docker.errors.DockerException, OSError) as exc:
             raise EngineUnavailable(f"the container engine did not answer: {exc}") from None
+
+    def rental_networks(self, node_id: str) -> list[str]:
+        """The rental ids that have a network of this node's."""
+        try:
+            found = self.client.networks.list(
+                filters={"label": [f"{LABEL_MANAGED}=true", f"{LABEL_NODE}={node_id}"]}
+            )
+        except (docker.errors.DockerException, OSError) as exc:
+            raise EngineUnavailable(f"the container engine did not answer: {exc}") from None
+        return [n.attrs.get("Labels", {}).get(LABEL_RENTAL, "") for n in found]
+
+    def remove_network(self, rental_id: str) -> None:
+        self._remove_network(rental_id)
+
+    def _remove_network(self, rental_id: str) -> None:
+        try:
+            for network in self.client.networks.list(names=[network_name(rental_id)]):
+                network.remove()
+        except docker.errors.NotFound:
+            pass
+        except (docker.errors.APIError, OSError) as exc:
+            log.warning("network of rental %s not removed: %s", rental_id, exc)
 
     # ------------------------------------------------------------ stop
     def stop(self, node_id: str, rental_id: str, *, grace: int) -> list[ManagedContainer]:
-        """Stop and remove the rental's containers; what they were, with exit codes."""
+        """Stop the rental's containers (not removed: see `remove`); what they were."""
         stopped = []
         for container in self._containers(node_id, rental_id):
             try:
@@ -295,12 +331,17 @@ class Engine:
                     "stopping %s: %s; removing it by force", container.id[:12], _explain(exc)
                 )
             stopped.append(_describe(container))
-            self._remove(container)
         return stopped
 
-    def remove(self, container_id: str) -> None:
+    def remove(self, rental_id: str, container_id: str) -> None:
+        """Remove a rental's container and its network."""
         with contextlib.suppress(docker.errors.NotFound):
             self._remove(self.client.containers.get(container_id))
+        self._remove_network(rental_id)
+
+    def _discard(self, container: Any, rental_id: str) -> None:
+        self._remove(container)
+        self._remove_network(rental_id)
 
     def _remove(self, container: Any) -> None:
         try:

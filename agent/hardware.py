@@ -23,6 +23,37 @@ except ImportError:  # the package is a dependency, but a broken install must no
     pynvml = None
 
 
+# Peak FP32 TFLOPS of one GPU, from the vendor's data sheets, for a first `specs` estimate; the
+# platform's self-test measures the real figure. Matched as a substring of NVML's name, longest first.
+FP32_TFLOPS = {
+    "H200": 67.0,
+    "H100 NVL": 60.0,
+    "H100 PCIe": 51.0,
+    "H100": 67.0,
+    "A100": 19.5,
+    "L40S": 91.6,
+    "L40": 90.5,
+    "L4": 30.3,
+    "A40": 37.4,
+    "A10": 31.2,
+    "RTX 6000 Ada": 91.1,
+    "RTX A6000": 38.7,
+    "RTX 4090": 82.6,
+    "RTX 4080": 48.7,
+    "RTX 3090": 35.6,
+    "RTX 3080": 29.8,
+    "V100": 15.7,
+    "T4": 8.1,
+}
+
+
+def estimated_tflops(gpu_model: str) -> float:
+    for name in sorted(FP32_TFLOPS, key=len, reverse=True):
+        if name.lower() in gpu_model.lower():
+            return FP32_TFLOPS[name]
+    return 0.0
+
+
 @dataclass(frozen=True)
 class Gpu:
     index: int
@@ -136,6 +167,22 @@ class Hardware:
             "cuda_version": cuda,
             "driver_version": driver,
         }
+
+    def node_specs(self) -> dict[str, Any]:
+        """This machine in the contract's `specs` shape, as `POST /nodes` takes it."""
+        detected = self.detect_specs()
+        specs = {
+            "gpu_model": detected["gpu_model"] or "none",
+            "gpu_count": detected["gpu_count"],
+            "gpu_vram_gb": detected["gpu_vram_gb"],
+            "tflops": estimated_tflops(detected["gpu_model"]) if detected["gpu_count"] else 0.0,
+            "cpu_cores": detected["cpu_cores"],
+            "ram_gb": detected["ram_gb"],
+            "disk_gb": detected["disk_gb"],
+        }
+        if detected["cuda_version"]:
+            specs["cuda_version"] = detected["cuda_version"]
+        return specs
 
     def total_ram_bytes(self) -> int:
         return int(psutil.virtual_memory().total)

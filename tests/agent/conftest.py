@@ -33,6 +33,8 @@ def node_id(engine) -> Iterator[str]:
     yield value
     for container in engine.containers.list(all=True, filters={"label": f"dc.node_id={value}"}):
         container.remove(force=True)
+    for network in engine.networks.list(filters={"label": f"dc.node_id={value}"}):
+        network.remove()
 
 
 def node_containers(engine: docker.DockerClient, node_id: str) -> list[Any]:

@@ -27,12 +27,15 @@ class PlatformStandIn:
         node_id: str,
         tunnel: dict[str, Any] | None = None,
         draining: bool = False,
+        features: tuple[str, ...] = ("instance_progress", "logs"),
     ):
         self.api_key = api_key
         self.node_id = node_id
         self.tunnel = tunnel
         self.draining = draining
+        self.features = features
         self.received: list[dict[str, Any]] = []
+        self.sizes: list[int] = []
         self.connections = 0
         self.refused = 0
         self._cond = threading.Condition()
@@ -51,7 +54,11 @@ class PlatformStandIn:
 
         @sock.route("/ws/agent")
         def _agent(ws: Any) -> None:
-            welcome: dict[str, Any] = {"node_id": self.node_id, "draining": self.draining}
+            welcome: dict[str, Any] = {
+                "node_id": self.node_id,
+                "draining": self.draining,
+                "features": list(self.features),
+            }
             if self.tunnel is not None:
                 welcome["tunnel"] = self.tunnel
             ws.send(json.dumps({"event": "welcome", "data": welcome, "v": 1}))
@@ -68,6 +75,7 @@ class PlatformStandIn:
                     continue
                 with self._cond:
                     self.received.append(json.loads(text))
+                    self.sizes.append(len(text.encode()))  # as sent, to check the frame limit
                     self._cond.notify_all()
 
         self._server = make_server("127.0.0.1", 0, self.app, threaded=True)
@@ -144,6 +152,12 @@ class PlatformStandIn:
                     ]
                     raise TimeoutError(f"no {event} {match} from the agent; got {seen}")
                 self._cond.wait(left)
+
+    def sized(self, event: str, after: int = 0) -> list[tuple[dict[str, Any], int]]:
+        """(frame, its size in bytes as sent) of each `event` frame from index `after`."""
+        with self._cond:
+            pairs = list(zip(self.received, self.sizes, strict=True))[after:]
+        return [(frame, size) for frame, size in pairs if frame["event"] == event]
 
     def mark(self) -> int:
         with self._cond:

@@ -20,6 +20,8 @@ def platform_node(register_node, user, engine):
     yield registered
     for container in node_containers(engine, str(registered.id)):
         container.remove(force=True)
+    for network in engine.networks.list(filters={"label": f"dc.node_id={registered.id}"}):
+        network.remove()
 
 
 def _connected(node_id: str) -> bool:

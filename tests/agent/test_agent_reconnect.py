@@ -84,3 +84,25 @@ def test_the_agent_stops_cleanly_on_sigterm_and_leaves_rentals_running(
     assert agent.popen is not None and agent.popen.returncode == 0
     assert "dc-agent stopped" in agent.log()
     assert [c.status for c in node_containers(engine, node_id)] == ["running"]
+
+
+def test_a_rental_network_left_without_its_container_is_removed(
+    platform, start_agent, engine, node_id
+):
+    rental_id = str(uuid.uuid4())
+    engine.networks.create(
+        f"dc-{rental_id}",
+        driver="bridge",
+        labels={"dc.managed": "true", "dc.node_id": node_id, "dc.rental_id": rental_id},
+    )
+    kept = str(uuid.uuid4())
+    start_agent(platform.url)
+    platform.wait_connected()
+    platform.send("start_instance", start_command(kept))
+    platform.wait_for("instance_started", rental_id=kept)
+    wait_until(
+        lambda: engine.networks.list(names=[f"dc-{rental_id}"]) == [],
+        20,
+        what="the orphan network removed",
+    )
+    assert [n.name for n in engine.networks.list(names=[f"dc-{kept}"])] == [f"dc-{kept}"]

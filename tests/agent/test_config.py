@@ -94,6 +94,16 @@ def _run_agent(*args: str, env: dict[str, str] | None = None) -> subprocess.Comp
             "--publish-ip",
         ),
         (("--config", "/no/such/config.toml"), {}, "--config"),
+        (
+            ("--platform-url", "https://dc.example.com", "--api-key", KEY, "--pids-limit", "3"),
+            {},
+            "--pids-limit",
+        ),
+        (
+            ("--platform-url", "https://dc.example.com", "--api-key", KEY),
+            {"DC_ALLOW_PRIVATE_REGISTRIES": "perhaps"},
+            "DC_ALLOW_PRIVATE_REGISTRIES",
+        ),
     ],
 )
 def test_a_bad_setting_stops_the_agent_with_one_line_naming_it(args, env, named, tmp_path):
@@ -146,6 +156,27 @@ def test_the_file_is_overridden_by_the_environment_and_the_environment_by_flags(
     assert settings.api_key == KEY  # only in the file
 
 
+def test_confinement_settings_default_to_careful_values_and_can_be_set(tmp_path: Path):
+    base = [
+        "--platform-url",
+        "https://dc.example.com",
+        "--api-key",
+        KEY,
+        "--data-dir",
+        str(tmp_path),
+    ]
+    settings = load_settings(base, {})
+    assert settings.pids_limit == 4096 and settings.allow_private_registries is False
+    config = tmp_path / "config.toml"
+    config.write_text("pids_limit = 512\nallow_private_registries = true\n")
+    settings = load_settings([*base, "--config", str(config)], {})
+    assert settings.pids_limit == 512 and settings.allow_private_registries is True
+    settings = load_settings(
+        [*base, "--config", str(config)], {"DC_ALLOW_PRIVATE_REGISTRIES": "no"}
+    )
+    assert settings.allow_private_registries is False
+
+
 def test_a_config_file_with_an_unknown_key_or_bad_toml_is_refused(tmp_path: Path):
     config = tmp_path / "config.toml"
     config.write_text('platform_url = "https://dc.example.com"\napi_kye = "dcn_x"\n')
@@ -159,7 +190,8 @@ def test_a_config_file_with_an_unknown_key_or_bad_toml_is_refused(tmp_path: Path
 def test_the_agent_imports_neither_flask_nor_sqlalchemy():
     code = (
         "import sys, agent.__main__, agent.daemon, agent.protocol, agent.config, "
-        "agent.containers, agent.frpc, agent.hardware; "
+        "agent.containers, agent.frpc, agent.hardware, agent.commands, agent.exits, "
+        "agent.images, agent.inside, agent.logs, agent.runspec, agent.tunnels; "
         "print(json.dumps(sorted(m for m in sys.modules "
         "if m.split('.')[0] in ('flask', 'sqlalchemy', 'app', 'workers'))))"
     )

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import subprocess
+import sys
 
 import pytest
 
-from agent.containers import StartFailed, gpu_device_ids
 from agent.daemon import backoff_delay
-from agent.hardware import Gpu, Hardware
+from agent.failures import StartFailed
+from agent.hardware import Gpu, Hardware, estimated_tflops
 from agent.protocol import DetectedSpecsSchema, MetricsSchema
+from agent.runspec import NodePolicy, assigned_gpus, run_arguments
+from tests.procs import ROOT
+
+
+def gpu_device_ids(indices: list[str], gpus: list[Gpu]) -> list[str]:
+    return [gpu.uuid for gpu in assigned_gpus({"gpu_indices": indices}, gpus)]
 
 
 def test_a_machine_without_nvml_is_a_cpu_node_with_one_log_line(caplog, tmp_path):
@@ -42,6 +51,71 @@ def test_a_gpu_index_that_is_not_present_is_named_in_the_reason():
         gpu_device_ids(["0", "2"], GPUS)
     with pytest.raises(StartFailed, match="GPUs here: none"):
         gpu_device_ids(["0"], [])
+
+
+def test_gpus_named_by_uuid_win_over_indices_and_an_unknown_uuid_is_refused():
+    chosen = assigned_gpus({"gpu_uuids": ["GPU-bbbb"], "gpu_indices": ["0"]}, GPUS)
+    assert [gpu.index for gpu in chosen] == [1]
+    with pytest.raises(StartFailed, match="GPU GPU-cccc is not present") as caught:
+        assigned_gpus({"gpu_uuids": ["GPU-cccc"]}, GPUS)
+    assert caught.value.code == "insufficient_resources"
+
+
+class _TwoGpus(Hardware):
+    def gpus(self) -> list[Gpu]:
+        return GPUS
+
+
+def test_a_rental_sees_only_its_gpus_and_renter_env_cannot_choose_others(tmp_path):
+    command = {
+        "rental_id": "6f1c3f0e-54a5-4c47-9d59-0f2b8f7a9d11",
+        "image": "localhost/busybox:latest",
+        "resource_limits": {"gpu_indices": ["1"]},
+        "env_vars": {"NVIDIA_VISIBLE_DEVICES": "all", "CUDA_VISIBLE_DEVICES": "0", "KEEP": "1"},
+    }
+    docker_args = run_arguments(
+        "n", command, _TwoGpus(tmp_path), NodePolicy("127.0.0.1", 4096, podman=False)
+    )
+    assert docker_args["environment"] == {"KEEP": "1", "NVIDIA_VISIBLE_DEVICES": "GPU-bbbb"}
+    (request,) = docker_args["device_requests"]
+    assert request["DeviceIDs"] == ["GPU-bbbb"] and request["Capabilities"] == [["gpu"]]
+    podman_args = run_arguments(
+        "n", command, _TwoGpus(tmp_path), NodePolicy("127.0.0.1", 4096, podman=True)
+    )
+    (request,) = podman_args["device_requests"]
+    assert request["Driver"] == "cdi" and request["DeviceIDs"] == ["nvidia.com/gpu=1"]
+    cpu_only = run_arguments(
+        "n",
+        {**command, "resource_limits": {}},
+        _TwoGpus(tmp_path),
+        NodePolicy("127.0.0.1", 4096, podman=False),
+    )
+    assert cpu_only["environment"]["NVIDIA_VISIBLE_DEVICES"] == "void"
+    assert "device_requests" not in cpu_only
+
+
+def test_detect_prints_the_contracts_specs_shape_for_registration():
+    out = subprocess.run(
+        [sys.executable, "-m", "agent", "detect", "--json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    specs = json.loads(out.stdout)
+    assert set(specs) >= {
+        "gpu_model",
+        "gpu_count",
+        "gpu_vram_gb",
+        "tflops",
+        "cpu_cores",
+        "ram_gb",
+        "disk_gb",
+    }
+    assert specs["gpu_count"] == 0 and specs["gpu_model"] == "none" and specs["tflops"] == 0
+    assert specs["cpu_cores"] >= 1 and specs["ram_gb"] > 0
+    assert estimated_tflops("NVIDIA H100 PCIe") == 51.0 and estimated_tflops("Tesla T4") == 8.1
 
 
 def test_reconnect_delays_grow_exponentially_with_jitter_up_to_a_cap():

@@ -13,10 +13,10 @@ PYTEST_ARGS ?=
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
 
-$(VENV)/.installed: setup.cfg constraints.txt pyproject.toml
+$(VENV)/.installed: setup.cfg constraints.txt pyproject.toml client/pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]' -e ./client
 	@touch $@
 
 install: $(VENV)/.installed ## Create the virtualenv and install the pinned dependencies

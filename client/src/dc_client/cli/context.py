@@ -70,16 +70,16 @@ class DcGroup(click.Group):
         try:
             return super().invoke(ctx)
         except ApiError as exc:
-            render.err.print(f"[red]error:[/red] {render.escape(str(exc))}")
+            render.error(str(exc))
             ctx.exit(EXIT_API_ERROR)
         except TimeoutError as exc:
-            render.err.print(f"[red]error:[/red] {render.escape(str(exc))}")
+            render.error(str(exc))
             ctx.exit(EXIT_API_ERROR)
 
 
 def fail(message: str) -> None:
     """Stop with exit code 1 and `message` on stderr (an outcome the API reported)."""
-    render.err.print(f"[red]error:[/red] {render.escape(message)}")
+    render.error(message)
     click.get_current_context().exit(EXIT_API_ERROR)
 
 

@@ -88,5 +88,10 @@ def progress_bar(fraction: float, width: int = 20) -> str:
     return "━" * filled + "─" * (width - filled) + f" {fraction * 100:3.0f}%"
 
 
+def error(message: str) -> None:
+    """`error: ...` on stderr, unwrapped, so a script can grep it."""
+    err.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
+
+
 def stderr_is_terminal() -> bool:
     return sys.stderr.isatty()

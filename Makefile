@@ -22,11 +22,11 @@ endif
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
 
-$(VENV)/.installed: setup.cfg constraints.txt pyproject.toml
+$(VENV)/.installed: setup.cfg constraints.txt pyproject.toml client/pyproject.toml
 	@scripts/prereqs.sh $(INSTALL_FLAG) python3 venv
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]' -e ./client
 	@touch $@
 
 install: $(VENV)/.installed ## Create the virtualenv and install the pinned dependencies

@@ -1,0 +1,3 @@
+from dc_client.cli import main
+
+main()

@@ -27,11 +27,11 @@ declare -A PACKAGE=(
   [python3]=python3 [venv]=python3-venv [curl]=curl [git]=git
   [chromium]=chromium [tmux]=tmux [ssh]=openssh-client [ssh-keygen]=openssh-client
   [mmdebstrap]=mmdebstrap [podman]=podman [runc]=runc [busybox]=busybox-static
-  [influxd]=influxdb [flock]=util-linux
+  [influxd]=influxdb [flock]=util-linux [jq]=jq
 )
 declare -A GROUP=(
   [up]="python3 venv curl flock mmdebstrap podman runc busybox"
-  [test]="chromium tmux ssh ssh-keygen mmdebstrap podman runc busybox influxd curl flock"
+  [test]="chromium tmux jq ssh ssh-keygen mmdebstrap podman runc busybox influxd curl flock"
 )
 GROUP[ci]="${GROUP[up]} ${GROUP[test]} git"
 

@@ -51,8 +51,12 @@ def on_instance_started(session: Session, node_id: str, rental_id: str, containe
 
 @actor(queue_name="rentals", **RETRIES)
 @unit_of_work
-def on_instance_failed(session: Session, node_id: str, rental_id: str, reason: str) -> None:
+def on_instance_failed(
+    session: Session, node_id: str, rental_id: str, reason: str, failure_code: str | None = None
+) -> None:
     """The agent could not start the rental's container."""
+    if failure_code:
+        reason = f"{reason} ({failure_code})"
     lifecycle.failed(session, node_id=node_id, rental_id=rental_id, reason=reason)
 
 

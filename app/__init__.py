@@ -37,7 +37,7 @@ def create_app(settings: Settings | None = None, config: dict[str, Any] | None =
         API_SPEC_OPTIONS={
             "info": {
                 "description": "GPU rental marketplace: hosts list machines, renters rent "
-                "them by the minute. Money is a decimal string."
+                "them by the second. Money is a decimal string."
             },
             "components": {
                 "securitySchemes": {

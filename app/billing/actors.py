@@ -1,4 +1,5 @@
-"""Billing actors: the periodic tick that bills every active rental from its watermark."""
+"""Billing actors: the periodic tick that bills every active rental from its watermark and posts
+the hours that have passed to the ledger."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ from app.rentals.actors import stop_rental
 log = logging.getLogger(__name__)
 LAST_TICK_KEY = "dc:billing:last_tick"
 # Test hook (honoured only with APP_ENV=test): seconds the tick waits inside its transaction,
-# after billing and before commit, so a test can kill the worker in the middle of a tick.
+# after billing and posting and before commit, so a test can kill the worker in the middle of a
+# tick.
 PAUSE_ENV = "DC_TEST_BILLING_PAUSE_SECONDS"
 PAUSED_KEY = "dc:billing:test_paused"
 
@@ -30,14 +32,16 @@ PAUSED_KEY = "dc:billing:test_paused"
     queue_name="billing", max_retries=5, min_backoff=1_000, max_backoff=30_000, time_limit=300_000
 )
 def bill_active_rentals() -> None:
-    """Bill every active rental for the minutes since its watermark (a missed tick catches up)."""
+    """Bill every active rental for the seconds since its watermark (a missed tick catches up)."""
     started = time.monotonic()
     now = utcnow()
     run = _bill(now)
     summary: dict[Any, Any] = {
         "rentals": run.locked,
-        "charged": len(run.charges),
+        "charged": run.charged,
         "amount": str(run.total),
+        "postings": run.postings,
+        "rows_written": run.rows_written,
         "stopped": len(run.to_stop),
         "duration_ms": round((time.monotonic() - started) * 1000, 1),
     }

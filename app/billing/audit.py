@@ -1,4 +1,8 @@
-"""The executable ledger audit: every invariant of the ledger as a query that lists its breaches."""
+"""The executable ledger audit: every invariant of the ledger as a query that lists its breaches.
+
+Balances are the posted ledger lines plus each rental's billed but not yet posted share (its
+`rental_accruals` row); see app/billing/service.py for the rule.
+"""
 
 from __future__ import annotations
 
@@ -10,21 +14,38 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from app.billing.models import PLATFORM_CLERK_ID
 from app.db import utcnow
 from app.money import quantize
 
+# Each account's share of what is billed but not posted yet: the renter paid it, the host and the
+# platform earned it, and the ledger lines will say so at the next posting.
+_UNPOSTED_SQL = """
+    SELECT v.user_id, SUM(v.amount) AS amount
+    FROM rental_accruals a
+    CROSS JOIN LATERAL (VALUES
+        (a.renter_id, -(a.billed_amount - a.posted_amount)),
+        (a.host_id, (a.billed_amount - a.billed_fee) - (a.posted_amount - a.posted_fee)),
+        ((SELECT id FROM users WHERE clerk_id = :platform), a.billed_fee - a.posted_fee)
+    ) AS v(user_id, amount)
+    WHERE a.billed_amount <> a.posted_amount
+    GROUP BY v.user_id
+"""
+
 _INVARIANT_QUERIES: dict[str, str] = {
-    # Every account: balance = credits - debits.
-    "balance_matches_ledger": """
-        SELECT u.id AS user_id, u.balance, COALESCE(l.net, 0) AS ledger
+    # Every account: balance = credits - debits of its ledger lines + its unposted share.
+    "balance_matches_ledger": f"""
+        SELECT u.id AS user_id, u.balance, COALESCE(l.net, 0) AS ledger,
+               COALESCE(p.amount, 0) AS unposted
         FROM users u
         LEFT JOIN (SELECT user_id, SUM(CASE WHEN type = 'credit' THEN amount ELSE -amount END)
                    AS net FROM transactions GROUP BY user_id) l ON l.user_id = u.id
-        WHERE u.balance <> COALESCE(l.net, 0)
+        LEFT JOIN ({_UNPOSTED_SQL}) p ON p.user_id = u.id
+        WHERE u.balance <> COALESCE(l.net, 0) + COALESCE(p.amount, 0)
         LIMIT 100""",
     "balance_not_negative": """
         SELECT id AS user_id, balance FROM users WHERE balance < 0 LIMIT 100""",
-    # Every charge: its usage debit = its earning + its fee, each equal to the charge's split.
+    # Every per-minute charge (history): its usage debit = its earning + its fee.
     "charge_lines_match": """
         SELECT c.id AS charge_id, c.rental_id, c.amount, c.fee,
                COALESCE(t.usage, 0) AS usage, COALESCE(t.earning, 0) AS earning,
@@ -40,20 +61,46 @@ _INVARIANT_QUERIES: dict[str, str] = {
         WHERE COALESCE(t.usage, 0) <> c.amount OR COALESCE(t.fee, 0) <> c.fee
            OR COALESCE(t.earning, 0) <> c.amount - c.fee
         LIMIT 100""",
-    # Every rental: the watermark is the end of its last period and the sum of what it paid.
-    "rental_watermark_matches_charges": """
-        SELECT r.id AS rental_id, r.billed_minutes, r.billed_amount,
-               COALESCE(c.minutes, 0) AS charged_minutes, COALESCE(c.amount, 0) AS charged
-        FROM rentals r
-        LEFT JOIN (SELECT rental_id, MAX(to_minute) AS minutes, SUM(amount) AS amount
-                   FROM billing_charges GROUP BY rental_id) c ON c.rental_id = r.id
-        WHERE r.billed_minutes <> COALESCE(c.minutes, 0)
-           OR r.billed_amount <> COALESCE(c.amount, 0)
+    # Every rental's running bill: what is posted is exactly its ledger lines (per-minute charges
+    # and postings together), its postings are numbered 1..n, and the rounding rule holds.
+    "accrual_matches_lines": """
+        SELECT a.rental_id, a.posted_amount, a.posted_fee, a.postings,
+               COALESCE(t.usage, 0) AS usage, COALESCE(t.earning, 0) AS earning,
+               COALESCE(t.fee, 0) AS fee_lines, COALESCE(t.postings, 0) AS posting_numbers,
+               COALESCE(t.last_posting, 0) AS last_posting
+        FROM rental_accruals a
+        LEFT JOIN (SELECT rental_id,
+                          SUM(amount) FILTER (WHERE kind = 'usage' AND type = 'debit') AS usage,
+                          SUM(amount) FILTER (WHERE kind = 'earning' AND type = 'credit')
+                            AS earning,
+                          SUM(amount) FILTER (WHERE kind = 'fee' AND type = 'credit') AS fee,
+                          COUNT(DISTINCT posting) AS postings, MAX(posting) AS last_posting
+                   FROM transactions WHERE kind IN ('usage', 'earning', 'fee')
+                   GROUP BY rental_id) t ON t.rental_id = a.rental_id
+        WHERE COALESCE(t.usage, 0) <> a.posted_amount OR COALESCE(t.fee, 0) <> a.posted_fee
+           OR COALESCE(t.earning, 0) <> a.posted_amount - a.posted_fee
+           OR COALESCE(t.postings, 0) <> a.postings OR COALESCE(t.last_posting, 0) <> a.postings
+           OR a.billed_amount + a.waived_amount
+              <> ROUND(a.cost_per_hour * a.billed_seconds / 3600, 4)
         LIMIT 100""",
-    # Ledger lines of usage exist only as part of a charge.
-    "usage_lines_have_a_charge": """
+    # A rental that ended is fully posted, and its row keeps the settled amount.
+    "ended_rentals_posted": """
+        SELECT r.id AS rental_id, r.status, r.billed_amount, a.billed_amount AS accrued,
+               a.posted_amount
+        FROM rentals r JOIN rental_accruals a ON a.rental_id = r.id
+        WHERE r.status <> 'active'
+          AND (a.billed_amount <> a.posted_amount OR r.billed_amount <> a.billed_amount)
+        LIMIT 100""",
+    # Every rental that started and paid something has its running bill.
+    "billed_rentals_have_an_accrual": """
+        SELECT r.id AS rental_id, r.billed_amount FROM rentals r
+        WHERE r.billed_amount > 0
+          AND NOT EXISTS (SELECT 1 FROM rental_accruals a WHERE a.rental_id = r.id)
+        LIMIT 100""",
+    # Ledger lines of usage exist only as part of a charge or a posting.
+    "usage_lines_have_a_charge_or_posting": """
         SELECT id AS transaction_id, kind FROM transactions
-        WHERE kind IN ('usage', 'earning', 'fee') AND charge_id IS NULL
+        WHERE kind IN ('usage', 'earning', 'fee') AND charge_id IS NULL AND posting IS NULL
         LIMIT 100""",
 }
 
@@ -63,7 +110,11 @@ _TOTALS_SQL = """
            COALESCE(SUM(amount) FILTER (WHERE kind = 'fee' AND type = 'credit'), 0) AS fees,
            COALESCE(SUM(amount) FILTER (WHERE kind = 'topup'), 0) AS topups,
            COALESCE(SUM(CASE WHEN type = 'credit' THEN amount ELSE -amount END), 0) AS ledger_net,
-           (SELECT COALESCE(SUM(balance), 0) FROM users) AS balances
+           (SELECT COALESCE(SUM(balance), 0) FROM users) AS balances,
+           (SELECT COALESCE(SUM(billed_amount - posted_amount), 0) FROM rental_accruals)
+             AS unposted_usage,
+           (SELECT COALESCE(SUM(billed_fee - posted_fee), 0) FROM rental_accruals)
+             AS unposted_fees
     FROM transactions
 """
 
@@ -72,7 +123,7 @@ def check_invariants(session: Session) -> dict[str, Any]:
     """Check the ledger's invariants; every difference found is listed (at most 100 per check)."""
     differences: list[dict[str, Any]] = []
     for name, sql in _INVARIANT_QUERIES.items():
-        for row in session.execute(text(sql)).mappings():
+        for row in session.execute(text(sql), {"platform": PLATFORM_CLERK_ID}).mappings():
             differences.append({"check": name, **{k: _plain(v) for k, v in row.items()}})
     totals = session.execute(text(_TOTALS_SQL)).mappings().one()
     usage_gap = totals["usage"] - totals["earnings"] - totals["fees"]

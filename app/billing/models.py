@@ -6,6 +6,7 @@ from decimal import Decimal
 from enum import StrEnum
 
 from sqlalchemy import (
+    BigInteger,
     CheckConstraint,
     Computed,
     DateTime,
@@ -34,7 +35,7 @@ class EntryKind(StrEnum):
     """Why a ledger line exists (its `type` says which way the money moved)."""
 
     TOPUP = "topup"  # credit: an admin added funds (idempotent on reference_id)
-    USAGE = "usage"  # debit: a renter paid for rental minutes
+    USAGE = "usage"  # debit: a renter paid for rental time
     EARNING = "earning"  # credit: the host's share of a usage charge
     FEE = "fee"  # credit to the platform account: its share of a usage charge
     ADJUSTMENT = "adjustment"  # anything else (manual corrections, test set-up)
@@ -57,6 +58,19 @@ class Transaction(Base):
             "kind",
             unique=True,
             postgresql_where=text("charge_id IS NOT NULL"),
+        ),
+        # A posting has at most one line of each kind: a posting can never be written twice.
+        Index(
+            "uq_transactions_rental_posting_kind",
+            "rental_id",
+            "posting",
+            "kind",
+            unique=True,
+            postgresql_where=text("posting IS NOT NULL"),
+        ),
+        CheckConstraint(
+            "posting IS NULL OR (posting > 0 AND rental_id IS NOT NULL AND charge_id IS NULL)",
+            name="posting_valid",
         ),
         # A top-up reference (the payment's id) is credited once, whoever asks how often.
         Index(
@@ -85,15 +99,20 @@ class Transaction(Base):
     rental_id: Mapped[uuid.UUID | None] = mapped_column(
         UUID(as_uuid=True), ForeignKey("rentals.id", ondelete="RESTRICT")
     )
+    # Lines written before per-second billing belong to a per-minute charge...
     charge_id: Mapped[uuid.UUID | None] = mapped_column(
         UUID(as_uuid=True), ForeignKey("billing_charges.id", ondelete="RESTRICT")
     )
+    # ...lines written since to a posting: the rental's n-th (hourly or final) posting.
+    posting: Mapped[int | None] = mapped_column(Integer)
     description: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = created_at_column()
 
 
 class BillingCharge(Base):
-    """One billed period of a rental: minutes (from_minute, to_minute] of its billable clock.
+    """One billed period of a rental under per-minute billing (history: nothing writes these now).
+
+    Minutes (from_minute, to_minute] of the rental's billable clock.
 
     The constraints make double billing impossible whatever the workers do: periods start where
     the previous one ended (the self-referencing key), and no two periods start or end at the same
@@ -137,3 +156,58 @@ class BillingCharge(Base):
     # The wall-clock time the period was billed up to (the tick's time or the rental's end).
     billed_until: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     created_at: Mapped[datetime] = created_at_column()
+
+
+class RentalAccrual(Base):
+    """A rental's running bill: one row per rental, updated in place by every billing run.
+
+    `billed_seconds` whole seconds of the billable clock are settled (up to the wall-clock time
+    `billed_until`); they cost ``round_half_up(cost_per_hour * billed_seconds / 3600)``, of which
+    the renter paid `billed_amount` and `waived_amount` is what the balance could not cover (never
+    charged later). `billed_fee` is the platform's share of `billed_amount`. Balances move with
+    every run; ledger lines are written per posting (hourly and when the rental ends), and
+    `posted_*` say how much of the running totals the ledger lines already hold. The check
+    constraints hold the rounding rule and the posted parts to the running totals in the database.
+    """
+
+    __tablename__ = "rental_accruals"
+    __table_args__ = (
+        CheckConstraint("billed_seconds >= 0 AND posted_seconds >= 0", name="seconds_valid"),
+        CheckConstraint("posted_seconds <= billed_seconds", name="posted_seconds_valid"),
+        CheckConstraint(
+            "billed_amount + waived_amount = ROUND(cost_per_hour * billed_seconds / 3600, 4)",
+            name="amount_per_second",
+        ),
+        CheckConstraint(
+            "billed_amount >= 0 AND waived_amount >= 0 AND billed_fee >= 0"
+            " AND billed_fee <= billed_amount",
+            name="amount_valid",
+        ),
+        CheckConstraint(
+            "posted_amount >= 0 AND posted_fee >= 0 AND posted_fee <= posted_amount"
+            " AND posted_amount <= billed_amount AND posted_fee <= billed_fee"
+            " AND billed_fee - posted_fee <= billed_amount - posted_amount",
+            name="posted_valid",
+        ),
+        CheckConstraint("postings >= 0", name="postings_valid"),
+        {"postgresql_with": {"fillfactor": 50}},
+    )
+
+    rental_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("rentals.id", ondelete="RESTRICT"), primary_key=True
+    )
+    renter_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), nullable=False)
+    host_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), nullable=False)
+    # The rental's locked price, here so that a check constraint can hold the rounding rule.
+    cost_per_hour: Mapped[Decimal] = mapped_column(Numeric(18, 4), nullable=False)
+    billed_seconds: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    billed_until: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    billed_amount: Mapped[Decimal] = mapped_column(Numeric(18, 4), nullable=False)
+    waived_amount: Mapped[Decimal] = mapped_column(Numeric(18, 4), nullable=False)
+    billed_fee: Mapped[Decimal] = mapped_column(Numeric(18, 4), nullable=False)
+    posted_seconds: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    posted_amount: Mapped[Decimal] = mapped_column(Numeric(18, 4), nullable=False)
+    posted_fee: Mapped[Decimal] = mapped_column(Numeric(18, 4), nullable=False)
+    # Postings made (the next one is number postings + 1) and the rental hour they reach.
+    postings: Mapped[int] = mapped_column(Integer, nullable=False)
+    posted_until: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)

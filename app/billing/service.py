@@ -1,49 +1,58 @@
-"""Billing: the per-minute ledger. Functions never commit.
+"""Billing: per-second running totals, settled each minute, posted to the ledger hourly.
+
+Functions never commit.
 
 Interface used by other domains:
-- settle_rental(session, rental, until): bill everything up to `until`, the final partial minute
-  included (called by the rentals domain in the transaction that ends a rental).
+- settle_rental(session, rental, until): bill everything up to `until` and post it (called by the
+  rentals domain in the transaction that ends a rental).
+- unbilled_since(session): the oldest billing watermark among active rentals (the ops domain's
+  billing lag).
 - app/billing/rules.py: cost_so_far(rental, now), what the rental has cost until `now` (billed +
   not yet billed); credit_minutes_left(balance, cost_per_hour), the whole minutes the balance
   still pays for.
+- app/billing/audit.py: check_invariants(session), the ledger's invariants as queries.
 
 The billing rule:
 
 - A rental has a *billable clock* that starts at `start_time` and stands still while its node is
-  offline. Every started minute of that clock is billed: at time t the rental owes for
-  ``m = ceil(billable_seconds(t) / 60)`` minutes.
+  offline. It is charged for the whole seconds of that clock at its locked price, rounded once and
+  cumulatively: after s seconds the rental has cost ``round_half_up(cost_per_hour * s / 3600)``,
+  however many runs billed them (the fraction of a second is free).
 - The node's offline time is free. While the node is `offline` the clock stops at its last
   heartbeat (`host_nodes.last_seen_at`). An offline spell that has ended is taken from the
   node's status history: it ran from the `offline` event minus HEARTBEAT_TIMEOUT_SECONDS (the
   node was flipped that long after its last heartbeat) until the next status event. A node that
-  is not (yet) marked offline is billed up to now: a node that dies is billed until fleet marks
-  it offline only within the minute already started, or one more at most.
+  is not (yet) marked offline is billed up to now; the clock is recomputed from the start at every
+  run and never goes back, so seconds billed before fleet noticed a spell are paid for by the
+  seconds that follow it.
 - The clock also stops when a stop is requested (`rentals.stop_requested_at`, by the renter, an
-  admin or billing itself): the minute in which the stop was asked for is billed, the time the
-  agent takes to confirm is not.
-- Billing runs one at a time: each run locks the platform account's row first. A periodic run
-  skips rentals whose rows another transaction holds (they are caught up next time); a
-  settlement waits for its rental.
-- Cumulative rounding: the first m minutes cost ``amount(m) = quantize(cost_per_hour * m / 60)``
-  and a charge for minutes (a, b] is ``amount(b) - amount(a)``, so however the minutes are split
-  into ticks their sum is amount(total), never a cent of drift.
-- Each charge is a renter `usage` debit, a host `earning` credit and a platform `fee` credit to
-  the platform account (PLATFORM_CLERK_ID). The fee is ``quantize(amount * PLATFORM_FEE_PERCENT /
-  100)``, rounded once per charge; the host gets the rest, so debit = earning + fee exactly.
-- A renter's balance never goes below zero: a charge takes only what the balance covers, and the
-  minutes it could not cover are not charged later. A renter who cannot pay for the next minute
-  gets the rental stopped (`app.rentals.actors.stop_rental`, reason "insufficient balance"); the
-  request is repeated on later ticks only until the rentals domain records it
-  (`rentals.stop_requested_at`).
-- The watermark is `rentals.billed_minutes` (minutes of the billable clock charged) and
-  `rentals.billed_amount` (what the renter paid for them). Each charge is a `billing_charges`
-  row; the constraints there make two charges for the same minutes impossible.
+  admin or billing itself): the time the agent takes to confirm is free.
+- The running bill is one `rental_accruals` row per rental, updated in place: seconds billed, the
+  amount the renter paid for them, the amount waived (what an empty balance could not cover, never
+  charged later) and the platform fee. Balances move with every run (a renter's falls each
+  minute). Ledger lines are *posted* per rental once an hour of its wall clock has passed and when
+  it ends: a renter `usage` debit, a host `earning` credit and a platform `fee` credit to the
+  platform account (PLATFORM_CLERK_ID), each the difference between the running total and what
+  was posted before, so the posted lines add up to the running totals exactly.
+- The fee is ``round_half_up(billed_amount * PLATFORM_FEE_PERCENT / 100)`` over the rental's
+  running total (never decreasing, never more than what the renter paid); the host gets the rest.
+- A renter's balance never goes below zero: a run takes only what the balance covers, oldest
+  rental first. A renter who cannot pay for the next minute gets the rental stopped
+  (`app.rentals.actors.stop_rental`, reason "insufficient balance"); the request is repeated on
+  later ticks only until the rentals domain records it (`rentals.stop_requested_at`).
+- No double charge: billing runs one at a time (each locks the platform account's row first); a
+  run writes an accrual row only if it still holds what the run read (seconds, amount, postings);
+  balances move only with the rows written, in the same statement; a posting's lines are unique
+  per (rental, posting number, kind); and check constraints hold every row to the rounding rule.
+  A periodic run skips rentals whose rows another transaction holds (a rental being ended is
+  settled by that transaction; the others are caught up next time, from the watermark).
 """
 
 from __future__ import annotations
 
+import math
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -51,10 +60,9 @@ from typing import Any
 from sqlalchemy import select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
-from sqlalchemy.orm.attributes import set_committed_value
 
 from app.auth.models import User
-from app.billing.models import PLATFORM_CLERK_ID, EntryKind, Transaction
+from app.billing.models import PLATFORM_CLERK_ID, EntryKind, RentalAccrual, Transaction
 from app.config import Settings, get_settings
 from app.enums import TransactionType
 from app.errors import Conflict, NotFound, ValidationFailed
@@ -62,10 +70,9 @@ from app.pagination import newest_first_page
 from app.rentals.models import Rental
 
 INSUFFICIENT_BALANCE = "insufficient balance"
-SIXTY = Decimal(60)
 
 
-# ------------------------------------------------------------------------------ the charge
+# ------------------------------------------------------------------------------ the run
 def platform_account_id(session: Session) -> uuid.UUID:
     """The platform account's id, created on first use and row-locked until the transaction ends.
 
@@ -81,15 +88,32 @@ def platform_account_id(session: Session) -> uuid.UUID:
     ).scalar_one()
 
 
-# One statement bills every selected rental: lock the rental, renter and host rows; work out the
-# minutes due on the billable clock and what the renter's balance covers; write the periods, the
-# ledger lines, the watermarks and the balances. {where} selects the rentals; {skip} is
-# "SKIP LOCKED" for the periodic tick (a rental being ended right now is settled by its own
-# transaction) and empty for a settlement (which must wait for its rental).
+# One statement bills every selected rental: lock the rental rows; work out the seconds due on the
+# billable clock and what the renter's balance covers; update the accrual rows in place (a new
+# rental gets its row); post the ledger lines of the rentals whose hour has passed (or that end:
+# :final); move the balances by what the written rows say. {where} selects the rentals; {skip} is
+# "SKIP LOCKED" for the periodic tick (a rental being ended is settled by its own transaction) and
+# empty for a settlement (which must wait for its rental).
+#
+# Account rows are not locked up front (that would write each of them twice): only billing takes
+# money out of a balance and billing runs one at a time, so the balance this statement reads is
+# at most what the account holds when its UPDATE lands (a top-up committing in between only adds),
+# and a renter's balance is never overdrawn. The UPDATE waits for a top-up in flight.
 _BILL_SQL = """
-WITH locked AS (
-    SELECT r.id AS rental_id, r.renter_id, n.owner_id AS host_id, r.node_id, r.cost_per_hour,
-           r.billed_minutes, r.start_time, r.stop_requested_at, ur.balance AS renter_balance,
+WITH live AS MATERIALIZED (
+    SELECT r.id AS rental_id, r.renter_id, COALESCE(a.host_id, n.owner_id) AS host_id,
+           r.node_id, COALESCE(a.cost_per_hour, r.cost_per_hour) AS cost_per_hour, r.start_time,
+           r.stop_requested_at, ur.balance AS renter_balance, a.rental_id IS NOT NULL AS known,
+           COALESCE(a.billed_seconds, 0) AS old_seconds,
+           COALESCE(a.billed_until, r.start_time) AS old_until,
+           COALESCE(a.billed_amount, 0) AS old_amount,
+           COALESCE(a.waived_amount, 0) AS old_waived,
+           COALESCE(a.billed_fee, 0) AS old_fee,
+           COALESCE(a.posted_seconds, 0) AS posted_seconds,
+           COALESCE(a.posted_amount, 0) AS posted_amount,
+           COALESCE(a.posted_fee, 0) AS posted_fee,
+           COALESCE(a.postings, 0) AS postings,
+           COALESCE(a.posted_until, r.start_time) AS posted_until,
            -- The clock stops at the node's last heartbeat while it is offline, and at the
            -- moment the renter (or billing) asked to stop: the wait for the agent is free.
            LEAST(CASE WHEN n.status = 'offline'
@@ -99,13 +123,14 @@ WITH locked AS (
                  GREATEST(r.start_time, COALESCE(r.stop_requested_at, 'infinity'))) AS clock_end
     FROM rentals r
     JOIN host_nodes n ON n.id = r.node_id
+    LEFT JOIN rental_accruals a ON a.rental_id = r.id
     JOIN users ur ON ur.id = r.renter_id
-    JOIN users uh ON uh.id = n.owner_id
+    JOIN users uh ON uh.id = COALESCE(a.host_id, n.owner_id)
     WHERE r.start_time IS NOT NULL AND {where}
-    FOR UPDATE OF r, ur, uh {skip}
+    FOR UPDATE OF r {skip}
 ),
 due AS MATERIALIZED (
-    SELECT l.*, GREATEST(l.billed_minutes, CAST(CEIL(GREATEST(0,
+    SELECT l.*, GREATEST(l.old_seconds, CAST(FLOOR(GREATEST(0,
                EXTRACT(EPOCH FROM (l.clock_end - l.start_time)) - COALESCE((
                    SELECT SUM(GREATEST(0, EXTRACT(EPOCH FROM
                               LEAST(g.gap_end, l.clock_end) - GREATEST(g.gap_start, l.start_time))))
@@ -124,17 +149,16 @@ due AS MATERIALIZED (
                            ORDER BY q.at LIMIT 1) nxt ON true
                        WHERE e.node_id = l.node_id AND e.status = 'offline'
                          AND e.at > l.start_time
-                   ) g), 0)) / 60) AS integer)) AS to_minute
-    FROM locked l
+                   ) g), 0))) AS bigint)) AS new_seconds
+    FROM live l
 ),
 priced AS (
     SELECT d.*,
-           ROUND(d.cost_per_hour * d.to_minute / 60, 4)
-             - ROUND(d.cost_per_hour * d.billed_minutes / 60, 4) AS nominal,
-           ROUND(d.cost_per_hour * (d.to_minute + 1) / 60, 4)
-             - ROUND(d.cost_per_hour * d.to_minute / 60, 4) AS next_minute
+           ROUND(d.cost_per_hour * d.new_seconds / 3600, 4) - d.old_amount - d.old_waived
+             AS nominal,
+           ROUND(d.cost_per_hour * (d.new_seconds + 60) / 3600, 4)
+             - ROUND(d.cost_per_hour * d.new_seconds / 3600, 4) AS next_minute
     FROM due d
-    WHERE d.to_minute > d.billed_minutes
 ),
 covered AS (
     -- A renter's rentals are paid oldest first; whatever the balance cannot cover is not charged.
@@ -143,94 +167,129 @@ covered AS (
                ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0))) AS amount
     FROM priced p
 ),
-split AS (
-    SELECT c.*, ROUND(c.amount * CAST(:fee_percent AS numeric) / 100, 4) AS fee,
-           c.renter_balance - SUM(c.amount) OVER (PARTITION BY c.renter_id) AS balance_after
+split AS MATERIALIZED (
+    SELECT c.*, c.old_amount + c.amount AS new_amount,
+           c.old_waived + c.nominal - c.amount AS new_waived,
+           -- The fee of the running total, never falling and never above what the renter paid.
+           LEAST(c.old_fee + c.amount, GREATEST(c.old_fee, ROUND((c.old_amount + c.amount)
+                 * CAST(:fee_percent AS numeric) / 100, 4))) AS new_fee,
+           c.renter_balance - SUM(c.amount) OVER (PARTITION BY c.renter_id) AS balance_after,
+           (CAST(:final AS boolean)
+              OR CAST(:until AS timestamptz) >= c.posted_until + interval '1 hour') AS post,
+           CASE WHEN CAST(:final AS boolean)
+                THEN GREATEST(c.posted_until, CAST(:until AS timestamptz))
+                ELSE c.posted_until + make_interval(hours => CAST(FLOOR(GREATEST(0, EXTRACT(EPOCH
+                       FROM CAST(:until AS timestamptz) - c.posted_until)) / 3600) AS integer))
+           END AS new_posted_until
     FROM covered c
 ),
-charges AS (
-    INSERT INTO billing_charges (id, rental_id, renter_id, host_id, from_minute, to_minute,
-                                 nominal, amount, fee, billed_until)
-    SELECT gen_random_uuid(), s.rental_id, s.renter_id, s.host_id, s.billed_minutes,
-           s.to_minute, s.nominal, s.amount, s.fee, s.clock_end
+plan AS MATERIALIZED (
+    SELECT s.*, s.postings + CASE WHEN s.post AND s.new_amount > s.posted_amount THEN 1 ELSE 0
+                             END AS new_postings
     FROM split s
-    RETURNING id, rental_id, renter_id, host_id, from_minute, to_minute, amount, fee
+    WHERE NOT s.known OR s.new_seconds > s.old_seconds OR s.post
+),
+created AS (
+    INSERT INTO rental_accruals (rental_id, renter_id, host_id, cost_per_hour, billed_seconds,
+                                 billed_until, billed_amount, waived_amount, billed_fee,
+                                 posted_seconds, posted_amount, posted_fee, postings,
+                                 posted_until)
+    SELECT p.rental_id, p.renter_id, p.host_id, p.cost_per_hour, p.new_seconds,
+           GREATEST(p.old_until, p.clock_end), p.new_amount, p.new_waived, p.new_fee,
+           CASE WHEN p.post THEN p.new_seconds ELSE 0 END,
+           CASE WHEN p.post THEN p.new_amount ELSE 0 END,
+           CASE WHEN p.post THEN p.new_fee ELSE 0 END,
+           p.new_postings, CASE WHEN p.post THEN p.new_posted_until ELSE p.posted_until END
+    FROM plan p
+    WHERE NOT p.known
+    ON CONFLICT (rental_id) DO NOTHING
+    RETURNING rental_id
+),
+updated AS (
+    UPDATE rental_accruals a
+    SET billed_seconds = p.new_seconds,
+        billed_until = GREATEST(a.billed_until, p.clock_end),
+        billed_amount = p.new_amount,
+        waived_amount = p.new_waived,
+        billed_fee = p.new_fee,
+        posted_seconds = CASE WHEN p.post THEN p.new_seconds ELSE a.posted_seconds END,
+        posted_amount = CASE WHEN p.post THEN p.new_amount ELSE a.posted_amount END,
+        posted_fee = CASE WHEN p.post THEN p.new_fee ELSE a.posted_fee END,
+        postings = p.new_postings,
+        posted_until = CASE WHEN p.post THEN p.new_posted_until ELSE a.posted_until END
+    FROM plan p
+    -- Only a row that still holds what this run read: a run that lost a race writes nothing.
+    WHERE a.rental_id = p.rental_id AND p.known
+      AND a.billed_seconds = p.old_seconds AND a.billed_amount = p.old_amount
+      AND a.postings = p.postings AND a.posted_amount = p.posted_amount
+    RETURNING a.rental_id
+),
+applied AS MATERIALIZED (
+    SELECT p.* FROM plan p
+    WHERE p.rental_id IN (SELECT rental_id FROM created UNION ALL SELECT rental_id FROM updated)
 ),
 lines AS (
-    INSERT INTO transactions (id, user_id, amount, type, kind, reference_id, rental_id,
-                              charge_id, description)
+    INSERT INTO transactions (id, user_id, amount, type, kind, reference_id, rental_id, posting,
+                              description)
     SELECT gen_random_uuid(), v.user_id, v.amount, CAST(v.type AS transaction_type), v.kind,
-           CONCAT('rental:', c.rental_id, '/', c.from_minute + 1, '-', c.to_minute),
-           c.rental_id, c.id,
-           v.what || ', rental ' || c.rental_id || ', minutes ' || (c.from_minute + 1)
-             || '-' || c.to_minute
-    FROM charges c
+           CONCAT('rental:', p.rental_id, '/posting-', p.new_postings), p.rental_id,
+           p.new_postings,
+           v.what || ', rental ' || p.rental_id || ', seconds ' || (p.posted_seconds + 1)
+             || '-' || p.new_seconds
+    FROM applied p
     CROSS JOIN LATERAL (VALUES
-        (c.renter_id, c.amount, 'debit', 'usage', 'GPU rental'),
-        (c.host_id, c.amount - c.fee, 'credit', 'earning', 'Hosting earnings'),
-        (CAST(:platform_id AS uuid), c.fee, 'credit', 'fee', 'Platform fee')
+        (p.renter_id, p.new_amount - p.posted_amount, 'debit', 'usage', 'GPU rental'),
+        (p.host_id, (p.new_amount - p.new_fee) - (p.posted_amount - p.posted_fee), 'credit',
+         'earning', 'Hosting earnings'),
+        (CAST(:platform_id AS uuid), p.new_fee - p.posted_fee, 'credit', 'fee', 'Platform fee')
     ) AS v(user_id, amount, type, kind, what)
-    WHERE v.amount > 0
-    RETURNING user_id, amount, type
-),
-watermarks AS (
-    UPDATE rentals r SET billed_minutes = c.to_minute, billed_amount = r.billed_amount + c.amount
-    FROM charges c
-    WHERE r.id = c.rental_id
-    RETURNING r.id
+    WHERE p.post AND v.amount > 0
+    RETURNING id
 ),
 balances AS (
     UPDATE users u SET balance = u.balance + d.delta
-    FROM (SELECT user_id, SUM(CASE WHEN type = 'credit' THEN amount ELSE -amount END) AS delta
-          FROM lines GROUP BY user_id) d
+    FROM (SELECT v.user_id, SUM(v.delta) AS delta
+          FROM applied p
+          CROSS JOIN LATERAL (VALUES
+              (p.renter_id, -p.amount),
+              (p.host_id, p.amount - (p.new_fee - p.old_fee)),
+              (CAST(:platform_id AS uuid), p.new_fee - p.old_fee)
+          ) AS v(user_id, delta)
+          GROUP BY v.user_id
+          HAVING SUM(v.delta) <> 0) d
     WHERE u.id = d.user_id
     RETURNING u.id
 )
-SELECT s.rental_id, s.renter_id, s.billed_minutes AS from_minute, s.to_minute, s.nominal,
-       s.amount, s.fee, s.balance_after, s.next_minute, s.stop_requested_at,
-       (SELECT count(*) FROM watermarks) AS watermarks, (SELECT count(*) FROM balances) AS balances,
-       (SELECT count(*) FROM locked) AS locked
-FROM split s
+SELECT (SELECT count(*) FROM live) AS locked,
+       (SELECT count(*) FROM applied) AS written,
+       (SELECT count(*) FROM applied WHERE amount > 0) AS charged,
+       (SELECT COALESCE(SUM(amount), 0) FROM applied) AS total,
+       (SELECT count(*) FROM applied WHERE post AND new_postings > postings) AS postings,
+       (SELECT count(*) FROM lines) AS lines,
+       (SELECT count(*) FROM balances) AS balances,
+       (SELECT array_agg(rental_id ORDER BY rental_id) FROM split
+        WHERE stop_requested_at IS NULL
+          AND (amount < nominal OR balance_after < next_minute)) AS out_of_credit
 """
-
-
-@dataclass(frozen=True)
-class Charge:
-    rental_id: uuid.UUID
-    renter_id: uuid.UUID
-    from_minute: int
-    to_minute: int
-    nominal: Decimal
-    amount: Decimal
-    fee: Decimal
-    balance_after: Decimal
-    next_minute: Decimal
-    stop_requested: bool
-
-    @property
-    def short(self) -> bool:
-        """The renter's balance did not cover these minutes."""
-        return self.amount < self.nominal
-
-    @property
-    def out_of_credit(self) -> bool:
-        """The renter cannot pay for this rental's next minute."""
-        return self.short or self.balance_after < self.next_minute
 
 
 @dataclass
 class BillingRun:
-    charges: list[Charge]
-    locked: int = 0
+    """What one billing run did (counts of rows it wrote, the amount it charged)."""
+
+    locked: int = 0  # rentals the run looked at (their rows locked)
+    written: int = 0  # accrual rows written (inserted or updated in place)
+    charged: int = 0  # rentals charged a positive amount
+    total: Decimal = Decimal(0)  # charged in all
+    postings: int = 0  # postings made
+    lines: int = 0  # ledger lines written
+    balances: int = 0  # account rows whose balance moved
+    to_stop: list[uuid.UUID] = field(default_factory=list)  # out of credit, not being stopped
 
     @property
-    def to_stop(self) -> list[uuid.UUID]:
-        """Rentals to stop for lack of credit (not already being stopped)."""
-        return [c.rental_id for c in self.charges if c.out_of_credit and not c.stop_requested]
-
-    @property
-    def total(self) -> Decimal:
-        return sum((c.amount for c in self.charges), Decimal(0))
+    def rows_written(self) -> int:
+        """Rows this run inserted or updated (accruals, ledger lines, balances)."""
+        return self.written + self.lines + self.balances
 
 
 def _run(
@@ -240,50 +299,54 @@ def _run(
     skip: str,
     until: datetime,
     settings: Settings,
+    final: bool,
     params: dict[str, Any] | None = None,
 ) -> BillingRun:
     platform_id = platform_account_id(session)
-    rows = session.execute(
+    row = session.execute(
         text(_BILL_SQL.format(where=where, skip=skip)),
         {
             "until": until,
             "heartbeat_timeout": settings.heartbeat_timeout_seconds,
             "fee_percent": settings.platform_fee_percent,
             "platform_id": platform_id,
+            "final": final,
             **(params or {}),
         },
-    ).all()
-    charges = [
-        Charge(
-            rental_id=r.rental_id,
-            renter_id=r.renter_id,
-            from_minute=r.from_minute,
-            to_minute=r.to_minute,
-            nominal=r.nominal,
-            amount=r.amount,
-            fee=r.fee,
-            balance_after=r.balance_after,
-            next_minute=r.next_minute,
-            stop_requested=r.stop_requested_at is not None,
-        )
-        for r in rows
-    ]
-    return BillingRun(charges=charges, locked=rows[0].locked if rows else 0)
+    ).one()
+    return BillingRun(
+        locked=row.locked,
+        written=row.written,
+        charged=row.charged,
+        total=Decimal(row.total),
+        postings=row.postings,
+        lines=row.lines,
+        balances=row.balances,
+        to_stop=list(row.out_of_credit or []),
+    )
 
 
 def bill_active_rentals(session: Session, *, now: datetime, settings: Settings) -> BillingRun:
-    """Bill every active rental up to `now`, in a constant number of statements.
+    """Bill every active rental up to `now` and post the hours that have passed, in a constant
+    number of statements.
 
-    Rows another transaction holds (a rental being ended, a renter being topped up) are skipped
-    and caught up by the next run, since every run bills from the watermark.
+    Rentals whose row another transaction holds (a rental being ended) are skipped and caught up
+    by the next run, since every run bills from the watermark.
     """
+    # The statement sorts and hashes every live rental once: in memory, not in temporary files.
+    session.execute(text("SET LOCAL work_mem = '256MB'"))
     return _run(
-        session, where="r.status = 'active'", skip="SKIP LOCKED", until=now, settings=settings
+        session,
+        where="r.status = 'active'",
+        skip="SKIP LOCKED",
+        until=now,
+        settings=settings,
+        final=False,
     )
 
 
 def settle_rental(session: Session, rental: Rental, until: datetime) -> None:
-    """Bill the rental up to `until`, the final partial minute included.
+    """Bill the rental up to `until` and post everything it owes: its final posting.
 
     Called in the transaction that ends the rental (its status may already say so). Offline time
     stays free; a renter who cannot pay is charged what the balance covers.
@@ -291,27 +354,38 @@ def settle_rental(session: Session, rental: Rental, until: datetime) -> None:
     if rental.start_time is None:
         return
     session.flush()
-    run = _run(
+    _run(
         session,
         where="r.id = CAST(:rental_id AS uuid)",
         skip="",
         until=until,
         settings=get_settings(),
+        final=True,
         params={"rental_id": str(rental.id)},
     )
-    for charge in run.charges:
-        # The statement changed rows this session may hold: keep its objects truthful.
-        set_committed_value(rental, "billed_minutes", charge.to_minute)
-        set_committed_value(
-            rental, "billed_amount", Decimal(rental.billed_amount or 0) + charge.amount
-        )
-        _expire_balances(session)
-
-
-def _expire_balances(session: Session) -> None:
+    # The statement changed rows this session may hold: keep its objects truthful.
     for obj in list(session.identity_map.values()):
         if isinstance(obj, User):
             session.expire(obj, ["balance"])
+        elif isinstance(obj, RentalAccrual):
+            session.expire(obj)
+    accrual = session.get(RentalAccrual, rental.id)
+    if accrual is not None:
+        # The rental row keeps the settled figures (hosts see them on their rentals).
+        rental.billed_amount = accrual.billed_amount
+        rental.billed_minutes = math.ceil(accrual.billed_seconds / 60)
+
+
+def unbilled_since(session: Session) -> datetime | None:
+    """The oldest billing watermark among active rentals (None when none is active)."""
+    return session.execute(
+        text(
+            "SELECT min(COALESCE(a.billed_until, r.start_time + make_interval("
+            "mins => r.billed_minutes))) FROM rentals r "
+            "LEFT JOIN rental_accruals a ON a.rental_id = r.id "
+            "WHERE r.status = 'active' AND r.start_time IS NOT NULL"
+        )
+    ).scalar()
 
 
 # ------------------------------------------------------------------------------ top-ups

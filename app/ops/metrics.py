@@ -213,7 +213,7 @@ class PlatformCollector:
         yield family
         yield GaugeMetricFamily(
             "dc_billing_lag_seconds",
-            "Now minus the oldest unbilled minute of any active rental.",
+            "Now minus the oldest billing watermark of any active rental.",
             value=lag,
         )
 

@@ -1,7 +1,8 @@
 """The platform's vital signs: agents connected, nodes and rentals by status, billing lag, jobs.
 
 Fleet's Redis data is read through fleet's own helpers (app/fleet/live.py for last-seen times and
-the heartbeat count, app/fleet/commands.py for the oldest unacked command).
+the heartbeat count, app/fleet/commands.py for the oldest unacked command); the billing lag through
+billing's (app/billing/service.py: unbilled_since).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import redis
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from app.billing.service import unbilled_since
 from app.enums import NodeStatus, RentalStatus
 from app.fleet import commands, live
 from app.fleet.models import HostNode
@@ -66,12 +68,8 @@ def rentals_by_status(session: Session) -> dict[str, int]:
 
 
 def billing_lag_seconds(session: Session, now: datetime) -> float:
-    """Now minus the oldest unbilled minute among active rentals (0 when none is active)."""
-    oldest = session.execute(
-        select(
-            func.min(Rental.start_time + func.make_interval(0, 0, 0, 0, 0, Rental.billed_minutes))
-        ).where(Rental.status == RentalStatus.ACTIVE, Rental.start_time.is_not(None))
-    ).scalar()
+    """Now minus the oldest billing watermark among active rentals (0 when none is active)."""
+    oldest = unbilled_since(session)
     if oldest is None:
         return 0.0
     return max(0.0, (now - oldest).total_seconds())

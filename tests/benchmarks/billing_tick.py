@@ -1,14 +1,23 @@
-"""Benchmark: one billing tick over N active rentals; prints its time and SQL statement count.
+"""Benchmark: the billing tick over N active rentals, against its floor.
 
-Run: python -m tests.benchmarks.billing_tick [N ...]   (default: 1000 10000)
+Run: python -m tests.benchmarks.billing_tick [N ...]   (default: 10000 100000)
 
-Uses its own database (dc_bench_billing_tick), rebuilt by the migrations for each N. The count
-of statements must not grow with N: the tick is set-based.
+Uses its own database (dc_bench_billing_tick), rebuilt by the migrations for each N. For each N:
+the first tick (creates the accrual rows, posts the hours already passed), three steady one-minute
+ticks, and the floor: one bulk statement writing as many rows as a steady tick (the same accrual
+rows and account rows updated, as many ledger rows inserted; rolled back). Then an hour of ticks
+counts the ledger rows written per rental-hour. Ends with one line per N:
+
+    BENCH billing_tick rentals=N tick_s=… floor_s=… ratio=… rows_per_tick=… rows_per_rental_hour=…
+
+rows_per_tick counts billing rows written by a steady tick (accrual rows updated in place plus
+ledger lines); the account balances it moves are printed beside it.
 """
 
 from __future__ import annotations
 
 import os
+import statistics
 import sys
 import time
 from datetime import timedelta
@@ -96,7 +105,35 @@ def _backend_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def run(n: int) -> None:
+FLOOR_SQL = """
+WITH accruals AS (
+    UPDATE rental_accruals a SET billed_until = a.billed_until
+    WHERE a.rental_id IN (SELECT id FROM rentals WHERE status = 'active')
+    RETURNING a.rental_id
+), accounts AS (
+    UPDATE users u SET balance = u.balance
+    WHERE u.id IN (SELECT id FROM users ORDER BY id LIMIT :balances)
+    RETURNING u.id
+), lines AS (
+    INSERT INTO transactions (id, user_id, amount, type, kind, reference_id)
+    SELECT gen_random_uuid(), u.id, 0.0001, 'credit', 'adjustment', 'bench-floor'
+    FROM users u CROSS JOIN generate_series(1, 3) g
+    LIMIT :lines
+    RETURNING id
+)
+SELECT (SELECT count(*) FROM accruals) + (SELECT count(*) FROM accounts)
+       + (SELECT count(*) FROM lines)
+"""
+
+
+def _ledger_rows(engine) -> int:
+    with engine.connect() as conn:
+        return conn.execute(
+            text("SELECT count(*) FROM transactions WHERE kind IN ('usage', 'earning', 'fee')")
+        ).scalar_one()
+
+
+def run(n: int) -> str:
     from app import db
     from app.billing import audit, service
     from app.config import get_settings
@@ -115,15 +152,10 @@ def run(n: int) -> None:
         statements.append(statement.split(None, 1)[0].upper())
 
     settings = get_settings()
-    ticks = (
-        ("first tick (up to 3 h of minutes per rental)", 0, False),
-        ("next tick, one minute later (stale statistics)", 60, False),
-        ("next tick after ANALYZE (as autovacuum keeps)", 120, True),
-    )
-    for label, offset, analyze in ticks:
-        if analyze:
-            with engine.begin() as conn:
-                conn.execute(text("ANALYZE"))
+    base = utcnow()
+    print(f"N={n:>6}  load average before: {_load()}")
+
+    def tick(label: str, at) -> tuple[float, object]:
         with engine.connect() as conn:
             backend = conn.execute(text("SELECT pg_backend_pid()")).scalar_one()
             conn.commit()
@@ -131,28 +163,77 @@ def run(n: int) -> None:
             cpu_before = _backend_cpu(backend)
             started = time.perf_counter()
             with Session(bind=conn) as session:
-                run_ = service.bill_active_rentals(
-                    session, now=utcnow() + timedelta(seconds=offset), settings=settings
-                )
+                run_ = service.bill_active_rentals(session, now=at, settings=settings)
                 session.commit()
             elapsed = time.perf_counter() - started
             cpu = _backend_cpu(backend) - cpu_before
         print(
-            f"N={n:>6}  {label:<48} {elapsed:6.3f} s wall, {cpu:6.3f} s database CPU, "
-            f"{len(statements)} SQL statements ({', '.join(statements)}); charged "
-            f"{len(run_.charges)} rentals, {run_.total} in total"
+            f"N={n:>6}  {label:<44} {elapsed:6.3f} s wall, {cpu:6.3f} s database CPU, "
+            f"{len(statements)} SQL statements; rows written: {run_.written} accruals, "
+            f"{run_.lines} ledger lines ({run_.postings} postings), {run_.balances} balances; "
+            f"charged {run_.charged} rentals, {run_.total} in total"
         )
+        return elapsed, run_
+
+    tick("first tick (new accrual rows, hours posted)", base)
+    with engine.begin() as conn:
+        conn.execute(text("ANALYZE"))
+    steady = [tick(f"steady tick, +{m} min", base + timedelta(minutes=m)) for m in (1, 2, 3)]
+    tick_s = statistics.median(t for t, _ in steady)
+    last = steady[-1][1]
+    rows_per_tick = last.written + last.lines  # type: ignore[attr-defined]
+    floors, floor_cpus = [], []
+    for _ in range(3):
+        with engine.connect() as conn:
+            backend = conn.execute(text("SELECT pg_backend_pid()")).scalar_one()
+            conn.commit()
+            cpu_before = _backend_cpu(backend)
+            started = time.perf_counter()
+            written = conn.execute(
+                text(FLOOR_SQL),
+                {"balances": last.balances, "lines": last.lines},  # type: ignore[attr-defined]
+            ).scalar_one()
+            conn.commit()
+            floors.append(time.perf_counter() - started)
+            floor_cpus.append(_backend_cpu(backend) - cpu_before)
+            # Not timed: the floor's ledger rows go again (they moved no balance).
+            conn.execute(text("DELETE FROM transactions WHERE reference_id = 'bench-floor'"))
+            conn.commit()
+    floor_s = statistics.median(floors)
+    print(
+        f"N={n:>6}  floor: one statement writing {written} rows (the tick wrote "
+        f"{rows_per_tick + last.balances}), committed: {floor_s:.3f} s wall, "  # type: ignore[attr-defined]
+        f"{statistics.median(floor_cpus):.3f} s database CPU"
+    )
+
+    # An hour of ticks, every five minutes: ledger rows written per rental-hour.
+    before = _ledger_rows(engine)
+    hour = []
+    for m in range(5, 65, 5):
+        hour.append(tick(f"hour of ticks, +{3 + m} min", base + timedelta(minutes=3 + m))[0])
+    per_rental_hour = (_ledger_rows(engine) - before) / n
     with session_scope() as session:
         report = audit.check_invariants(session)
-    print(f"N={n:>6}  invariants ok: {report['ok']}")
+    print(f"N={n:>6}  invariants ok: {report['ok']}; load average after: {_load()}")
     event.remove(engine, "before_cursor_execute", _count)
     engine.dispose()
+    ratio = tick_s / floor_s
+    return (
+        f"BENCH billing_tick rentals={n} tick_s={tick_s:.3f} floor_s={floor_s:.3f} "
+        f"ratio={ratio:.2f} rows_per_tick={rows_per_tick} "
+        f"rows_per_rental_hour={per_rental_hour:.2f}"
+    )
+
+
+def _load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def main() -> None:
-    sizes = [int(a) for a in sys.argv[1:]] or [1000, 10000]
-    for n in sizes:
-        run(n)
+    sizes = [int(a) for a in sys.argv[1:]] or [10000, 100000]
+    lines = [run(n) for n in sizes]
+    for line in lines:
+        print(line)
 
 
 if __name__ == "__main__":

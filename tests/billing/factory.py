@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from app.auth.models import User
-from app.billing.models import BillingCharge, EntryKind, Transaction
+from app.billing.models import EntryKind, RentalAccrual, Transaction
 from app.db import session_scope, utcnow
 from app.enums import NodeStatus, RentalStatus, TransactionType
 from app.fleet.models import HostNode
@@ -128,12 +128,33 @@ def ledger(rental_id: uuid.UUID) -> dict[str, Decimal]:
     return sums
 
 
-def charge_count(rental_id: uuid.UUID | None = None) -> int:
+def accrual(rental_id: uuid.UUID) -> RentalAccrual | None:
+    """The rental's running bill (None before its first billing run)."""
     with session_scope() as session:
-        query = select(func.count()).select_from(BillingCharge)
+        return session.get(RentalAccrual, rental_id)
+
+
+def billed_seconds(rental_id: uuid.UUID) -> int:
+    row = accrual(rental_id)
+    return 0 if row is None else row.billed_seconds
+
+
+def line_count(rental_id: uuid.UUID | None = None) -> int:
+    """Ledger lines of usage, earnings and fees (of one rental, or of all)."""
+    with session_scope() as session:
+        query = (
+            select(func.count())
+            .select_from(Transaction)
+            .where(Transaction.kind.in_(["usage", "earning", "fee"]))
+        )
         if rental_id is not None:
-            query = query.where(BillingCharge.rental_id == rental_id)
+            query = query.where(Transaction.rental_id == rental_id)
         return session.execute(query).scalar_one()
+
+
+def accrual_count() -> int:
+    with session_scope() as session:
+        return session.execute(select(func.count()).select_from(RentalAccrual)).scalar_one()
 
 
 def queued_stops() -> list[dict[str, Any]]:

@@ -162,11 +162,13 @@ def test_the_invariants_report_is_clean_after_billing_and_names_a_tampered_balan
     client, admin, user, tick, t0
 ):
     party = create_party(price="6", start=t0)
-    tick(t0 + timedelta(minutes=30))
+    tick(t0 + timedelta(minutes=90))  # the first hour is posted with all 90 minutes
+    tick(t0 + timedelta(minutes=100))  # ten more minutes, not posted yet
     report = client.get("/api/v1/billing/invariants", headers=admin.headers)
     assert report.status_code == 200
     assert report.json["ok"] is True, report.json
-    assert Decimal(report.json["totals"]["usage"]) == Decimal("3")
+    assert Decimal(report.json["totals"]["usage"]) == Decimal("9")
+    assert Decimal(report.json["totals"]["unposted_usage"]) == Decimal("1")
     with session_scope() as session:
         session.execute(
             text("UPDATE users SET balance = balance + 0.0001 WHERE id = :u"),
@@ -182,12 +184,16 @@ def test_the_invariants_report_is_clean_after_billing_and_names_a_tampered_balan
 def test_the_billing_check_command_exits_nonzero_on_a_difference(app, tick, t0):
     runner = app.test_cli_runner()
     party = create_party(price="6", start=t0)
-    tick(t0 + timedelta(minutes=5))
+    tick(t0 + timedelta(minutes=65))
     assert runner.invoke(args=["billing-check"]).exit_code == 0
     with session_scope() as session:
         session.execute(
-            text("UPDATE rentals SET billed_minutes = 4 WHERE id = :r"), {"r": party.rental_id}
+            text(
+                "UPDATE transactions SET amount = amount + 0.0001 "
+                "WHERE rental_id = :r AND kind = 'earning'"
+            ),
+            {"r": party.rental_id},
         )
     result = runner.invoke(args=["billing-check"])
     assert result.exit_code == 1
-    assert "rental_watermark_matches_charges" in result.output
+    assert "accrual_matches_lines" in result.output

@@ -1,4 +1,5 @@
-"""The pure billing rules: cumulative rounding, the fee split, credit minutes, cost so far."""
+"""The pure billing rules: cumulative rounding per second, the fee split, credit minutes, cost so
+far."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from sqlalchemy import text
 
 from app.billing.rules import (
     amount_for_minutes,
-    charge_for,
+    amount_for_seconds,
     cost_so_far,
     credit_minutes_left,
     split_fee,
@@ -22,18 +23,21 @@ from app.db import session_scope
 from app.enums import RentalStatus
 from app.money import quantize
 from app.rentals.models import Rental
-from tests.billing.factory import create_party, ledger, rental_row
+from tests.billing.factory import accrual, balance_of, create_party
 
 D = Decimal
 prices = st.decimals(min_value=D("0.0001"), max_value=D("999.9999"), places=4)
 
 
-@given(price=prices, cuts=st.lists(st.integers(min_value=1, max_value=100_000), max_size=40))
-def test_any_split_of_the_same_minutes_charges_the_amount_of_the_whole(price, cuts):
+@given(price=prices, cuts=st.lists(st.integers(min_value=1, max_value=10_000_000), max_size=40))
+def test_any_split_of_the_same_seconds_charges_the_amount_of_the_whole(price, cuts):
     points = [0, *sorted(set(cuts))]
-    total = sum(charge_for(price, a, b) for a, b in itertools.pairwise(points))
-    assert total == amount_for_minutes(price, points[-1])
-    assert amount_for_minutes(price, points[-1]) == quantize(price * points[-1] / 60)
+    total = sum(
+        amount_for_seconds(price, b) - amount_for_seconds(price, a)
+        for a, b in itertools.pairwise(points)
+    )
+    assert total == amount_for_seconds(price, points[-1])
+    assert amount_for_seconds(price, points[-1]) == quantize(price * points[-1] / 3600)
 
 
 @given(
@@ -50,13 +54,13 @@ def test_the_fee_is_rounded_once_and_the_host_gets_the_exact_rest(amount, percen
 @hsettings(
     max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
-@given(price=prices, minutes=st.integers(min_value=0, max_value=10_000_000))
-def test_the_database_rounds_like_the_one_python_rule(app, price, minutes):
+@given(price=prices, seconds=st.integers(min_value=0, max_value=600_000_000))
+def test_the_database_rounds_like_the_one_python_rule(app, price, seconds):
     with session_scope() as session:
         in_sql = session.execute(
-            text("SELECT ROUND(CAST(:p AS numeric) * :m / 60, 4)"), {"p": price, "m": minutes}
+            text("SELECT ROUND(CAST(:p AS numeric) * :s / 3600, 4)"), {"p": price, "s": seconds}
         ).scalar_one()
-    assert in_sql == amount_for_minutes(price, minutes)
+    assert in_sql == amount_for_seconds(price, seconds)
 
 
 @hsettings(
@@ -66,14 +70,14 @@ def test_the_database_rounds_like_the_one_python_rule(app, price, minutes):
     price=prices,
     ticks=st.lists(st.integers(min_value=1, max_value=6 * 3600 * 1000), min_size=1, max_size=12),
 )
-def test_ticks_at_any_moments_bill_exactly_the_started_minutes(tick, t0, price, ticks):
+def test_ticks_at_any_moments_bill_exactly_the_whole_seconds(tick, t0, price, ticks):
     party = create_party(price=price, balance="1000000", start=t0)
     for ms in sorted(ticks):
         tick(t0 + timedelta(milliseconds=ms))
-    last = max(ticks)
-    minutes = -(-last // 60_000)
-    assert rental_row(party.rental_id).billed_minutes == minutes
-    assert ledger(party.rental_id)["usage"] == amount_for_minutes(price, minutes)
+    seconds = max(ticks) // 1000
+    row = accrual(party.rental_id)
+    assert row.billed_seconds == seconds
+    assert row.billed_amount == amount_for_seconds(price, seconds)
 
 
 @given(price=prices, balance=st.decimals(min_value=D("0"), max_value=D("10000"), places=4))
@@ -90,7 +94,7 @@ def test_credit_minutes_left_of_an_empty_balance_or_a_free_price():
     assert credit_minutes_left(D("5"), D("0")) is None
 
 
-def test_cost_so_far_adds_the_started_minutes_not_yet_billed(t0):
+def test_cost_so_far_adds_the_whole_seconds_not_yet_billed(t0):
     rental = Rental(
         status=RentalStatus.ACTIVE,
         cost_per_hour=D("6"),
@@ -98,8 +102,21 @@ def test_cost_so_far_adds_the_started_minutes_not_yet_billed(t0):
         billed_minutes=2,
         billed_amount=D("0.2"),
     )
-    assert cost_so_far(rental, t0 + timedelta(minutes=2, seconds=1)) == D("0.3")
+    assert cost_so_far(rental, t0 + timedelta(minutes=2, seconds=1)) == D("0.2017")
     assert cost_so_far(rental, t0 + timedelta(minutes=1)) == D("0.2")
+
+
+def test_cost_so_far_between_ticks_is_the_running_total_plus_the_seconds_since(tick, t0):
+    party = create_party(price="6", balance="100", start=t0)
+    tick(t0 + timedelta(minutes=5))
+    with session_scope() as session:
+        rental = session.get_one(Rental, party.rental_id)
+        between = cost_so_far(rental, t0 + timedelta(minutes=5, seconds=30, microseconds=9))
+        at_tick = cost_so_far(rental, t0 + timedelta(minutes=5))
+    assert between == amount_for_seconds(D("6"), 330) == D("0.55")
+    assert at_tick == D("100") - balance_of(party.renter_id) == D("0.5")
+    tick(t0 + timedelta(minutes=5, seconds=30))
+    assert accrual(party.rental_id).billed_amount == between
 
 
 def test_cost_so_far_stops_growing_once_a_stop_is_requested(t0):
@@ -111,7 +128,7 @@ def test_cost_so_far_stops_growing_once_a_stop_is_requested(t0):
         billed_amount=D("0.2"),
         stop_requested_at=t0 + timedelta(minutes=2, seconds=30),
     )
-    assert cost_so_far(rental, t0 + timedelta(minutes=3, seconds=30)) == D("0.3")
+    assert cost_so_far(rental, t0 + timedelta(minutes=3, seconds=30)) == D("0.25")
 
 
 def test_cost_so_far_of_an_ended_rental_is_what_was_billed(t0):

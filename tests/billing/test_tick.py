@@ -1,4 +1,5 @@
-"""The billing tick: started minutes, fee split, catch-up, no double charge, running out, offline."""
+"""The billing tick: per-second running totals, hourly postings, no double charge, running out,
+offline time, stop requests and the final settlement."""
 
 from __future__ import annotations
 
@@ -11,17 +12,19 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
 from app.billing import service
-from app.billing.rules import amount_for_minutes
+from app.billing.rules import amount_for_seconds, fee_for
 from app.db import session_scope
 from app.enums import NodeStatus
 from app.fleet.models import HostNode
 from app.fleet.state import transition_node
 from app.rentals.models import Rental
 from tests.billing.factory import (
+    accrual,
     balance_of,
-    charge_count,
+    billed_seconds,
     create_party,
     ledger,
+    line_count,
     queued_stops,
     rental_row,
 )
@@ -29,61 +32,96 @@ from tests.billing.factory import (
 D = Decimal
 
 
-def test_a_tick_bills_every_started_minute_and_splits_the_fee(tick, t0, invariants):
+def test_a_tick_charges_the_whole_active_seconds_and_moves_every_balance_at_once(
+    tick, t0, invariants
+):
     party = create_party(price="1.2345", balance="10", start=t0)
-    run = tick(t0 + timedelta(minutes=2, seconds=1))
-    assert [c.to_minute for c in run.charges] == [3]  # minute 3 has started
-    due = amount_for_minutes(D("1.2345"), 3)
-    assert due == D("0.0617")
-    fee = D("0.0062")  # 10 % of 0.0617, rounded once
-    assert ledger(party.rental_id) == {"usage": due, "earning": due - fee, "fee": fee}
+    run = tick(t0 + timedelta(minutes=2, seconds=1, microseconds=500_000))
+    assert (run.written, run.charged, run.lines) == (1, 1, 0)
+    due = amount_for_seconds(D("1.2345"), 121)  # the half second is free
+    assert due == D("0.0415")
+    fee = D("0.0042")  # 10 % of 0.0415, rounded half up
     assert balance_of(party.renter_id) == D("10") - due
     assert balance_of(party.host_id) == due - fee
-    row = rental_row(party.rental_id)
-    assert (row.billed_minutes, row.billed_amount) == (3, due)
-    assert invariants()["ok"], invariants()
+    row = accrual(party.rental_id)
+    assert (row.billed_seconds, row.billed_amount, row.billed_fee) == (121, due, fee)
+    assert (row.posted_amount, row.postings) == (0, 0)  # posted when the hour has passed
+    assert line_count(party.rental_id) == 0
+    report = invariants()
+    assert report["ok"], report["differences"]
 
 
-def test_a_minute_is_billed_from_its_first_moment_and_not_before(tick, t0):
+def test_a_second_is_billed_once_it_has_fully_passed(tick, t0):
     party = create_party(price="6", start=t0)
-    tick(t0)
-    assert rental_row(party.rental_id).billed_minutes == 0
-    tick(t0 + timedelta(microseconds=1))
-    assert rental_row(party.rental_id).billed_minutes == 1
-    tick(t0 + timedelta(minutes=1))
-    assert rental_row(party.rental_id).billed_minutes == 1
-    tick(t0 + timedelta(minutes=1, microseconds=1))
-    assert rental_row(party.rental_id).billed_minutes == 2
+    tick(t0 + timedelta(microseconds=999_999))
+    assert billed_seconds(party.rental_id) == 0
+    tick(t0 + timedelta(seconds=1))
+    assert billed_seconds(party.rental_id) == 1
+    tick(t0 + timedelta(seconds=61, microseconds=1))
+    assert billed_seconds(party.rental_id) == 61
+
+
+def test_an_hour_of_the_rental_is_posted_as_three_exact_ledger_lines(tick, t0, invariants):
+    party = create_party(price="2.7183", start=t0)
+    for minute in range(1, 60):
+        tick(t0 + timedelta(minutes=minute, seconds=7))
+    assert line_count(party.rental_id) == 0
+    run = tick(t0 + timedelta(hours=1, seconds=7))
+    assert (run.postings, run.lines) == (1, 3)
+    due = amount_for_seconds(D("2.7183"), 3607)
+    fee = fee_for(due, D(10))
+    assert ledger(party.rental_id) == {"usage": due, "earning": due - fee, "fee": fee}
+    row = accrual(party.rental_id)
+    assert (row.posted_seconds, row.posted_amount, row.posted_fee) == (3607, due, fee)
+    assert (row.postings, row.posted_until) == (1, t0 + timedelta(hours=1))
+    assert invariants()["ok"]
+
+
+def test_ticks_every_minute_write_one_row_per_rental_and_three_lines_per_rental_hour(tick, t0):
+    parties = [create_party(price=f"{1 + i}.0001", start=t0) for i in range(3)]
+    written = []
+    for minute in range(1, 121):
+        run = tick(t0 + timedelta(minutes=minute, seconds=30))
+        written.append(run.written)
+    assert set(written) == {3}
+    assert sum(line_count(p.rental_id) for p in parties) == 3 * 2 * 3  # 2 hours, 3 lines each
+    for party in parties:
+        assert accrual(party.rental_id).postings == 2
+        assert ledger(party.rental_id)["usage"] == amount_for_seconds(party.cost_per_hour, 7230)
 
 
 def test_the_same_tick_run_twice_charges_once(tick, t0, invariants):
     party = create_party(price="3.3333", start=t0)
-    now = t0 + timedelta(minutes=7, seconds=30)
+    now = t0 + timedelta(hours=1, minutes=7, seconds=30)
     first = tick(now)
     second = tick(now)
-    assert len(first.charges) == 1 and second.charges == []
-    assert ledger(party.rental_id)["usage"] == amount_for_minutes(D("3.3333"), 8)
-    assert charge_count(party.rental_id) == 1
+    assert (first.written, first.postings) == (1, 1)
+    assert (second.written, second.charged, second.lines) == (0, 0, 0)
+    assert ledger(party.rental_id)["usage"] == amount_for_seconds(D("3.3333"), 4050)
+    assert line_count(party.rental_id) == 3
     assert invariants()["ok"]
 
 
 def test_a_missed_tick_is_caught_up_by_the_next_one(tick, t0):
     party = create_party(price="2.5", start=t0)
     tick(t0 + timedelta(minutes=1))
-    tick(t0 + timedelta(minutes=45, seconds=10))  # 44 ticks missed
-    assert rental_row(party.rental_id).billed_minutes == 46
-    assert ledger(party.rental_id)["usage"] == amount_for_minutes(D("2.5"), 46)
+    tick(t0 + timedelta(hours=3, minutes=45, seconds=10))  # three hours of ticks missed
+    row = accrual(party.rental_id)
+    assert row.billed_seconds == 13510
+    assert row.postings == 1  # one posting for the hours it catches up
+    assert row.posted_until == t0 + timedelta(hours=3)
+    assert ledger(party.rental_id)["usage"] == amount_for_seconds(D("2.5"), 13510)
 
 
 def test_a_tick_earlier_than_the_watermark_charges_nothing(tick, t0):
     party = create_party(price="2.5", start=t0)
     tick(t0 + timedelta(minutes=10))
     run = tick(t0 + timedelta(minutes=3))  # a late, redelivered message with an older clock
-    assert run.charges == []
-    assert rental_row(party.rental_id).billed_minutes == 10
+    assert (run.written, run.charged) == (0, 0)
+    assert billed_seconds(party.rental_id) == 600
 
 
-def test_two_ticks_at_once_charge_each_minute_once(settings, t0, invariants):
+def test_two_ticks_at_once_charge_each_second_once(settings, t0, invariants):
     parties = [create_party(price="1.7777", start=t0) for _ in range(30)]
     barrier = threading.Barrier(2)
     errors: list[BaseException] = []
@@ -104,32 +142,40 @@ def test_two_ticks_at_once_charge_each_minute_once(settings, t0, invariants):
         thread.join(30)
     assert not errors
     for party in parties:
-        assert ledger(party.rental_id)["usage"] == amount_for_minutes(D("1.7777"), 91)
-        assert charge_count(party.rental_id) == 1
+        assert ledger(party.rental_id)["usage"] == amount_for_seconds(D("1.7777"), 5405)
+        assert line_count(party.rental_id) == 3
     assert invariants()["ok"]
 
 
-def test_the_database_refuses_a_second_charge_for_the_same_minutes(tick, t0):
+def test_the_database_refuses_a_running_total_off_the_per_second_rule(tick, t0):
     party = create_party(price="6", start=t0)
     tick(t0 + timedelta(minutes=5))
-    overlapping = [(0, 3), (2, 6), (4, 9)]
-    for first, last in overlapping:
+    for change in (
+        "billed_amount = billed_amount + 0.0001",
+        "billed_seconds = billed_seconds + 1",
+        "posted_amount = billed_amount + 1",
+        "billed_fee = billed_amount + 0.0001",
+    ):
         with pytest.raises(IntegrityError), session_scope() as session:
             session.execute(
-                text(
-                    "INSERT INTO billing_charges (id, rental_id, renter_id, host_id, from_minute, "
-                    "to_minute, nominal, amount, fee, billed_until) VALUES (gen_random_uuid(), :r, "
-                    ":u, :h, :a, :b, 0.1, 0.1, 0.01, now())"
-                ),
-                {
-                    "r": party.rental_id,
-                    "u": party.renter_id,
-                    "h": party.host_id,
-                    "a": first,
-                    "b": last,
-                },
+                text(f"UPDATE rental_accruals SET {change} WHERE rental_id = :r"),
+                {"r": party.rental_id},
             )
-    assert charge_count(party.rental_id) == 1
+    assert accrual(party.rental_id).billed_amount == D("0.5")
+
+
+def test_the_database_refuses_a_second_posting_with_the_same_number(tick, t0):
+    party = create_party(price="6", start=t0)
+    tick(t0 + timedelta(hours=1, minutes=5))
+    with pytest.raises(IntegrityError), session_scope() as session:
+        session.execute(
+            text(
+                "INSERT INTO transactions (id, user_id, amount, type, kind, rental_id, posting) "
+                "VALUES (gen_random_uuid(), :u, 0.1, 'debit', 'usage', :r, 1)"
+            ),
+            {"u": party.renter_id, "r": party.rental_id},
+        )
+    assert line_count(party.rental_id) == 3
 
 
 def test_a_renter_who_runs_out_pays_what_the_balance_covers_and_the_rental_is_stopped(
@@ -137,7 +183,8 @@ def test_a_renter_who_runs_out_pays_what_the_balance_covers_and_the_rental_is_st
 ):
     from app.billing.actors import bill_active_rentals
 
-    # 6.00/h is 0.10 a minute; 0.25 pays two minutes and half of the third.
+    # 6.00/h is 0.10 a minute; 0.25 pays two and a half minutes. The rental started more than an
+    # hour ago (t0 is a day back), so this tick posts too.
     party = create_party(price="6", balance="0.25", start=t0 - timedelta(minutes=10))
     bill_active_rentals.fn()
     assert balance_of(party.renter_id) == D("0")
@@ -151,8 +198,8 @@ def test_a_renter_who_runs_out_pays_what_the_balance_covers_and_the_rental_is_st
 
 
 def test_a_renter_who_cannot_pay_the_next_minute_is_stopped_with_a_positive_balance(tick, t0):
-    party = create_party(price="6", balance="0.35", start=t0)
-    run = tick(t0 + timedelta(minutes=2, seconds=30))  # three minutes: 0.30, 0.05 left
+    party = create_party(price="6", balance="0.30", start=t0)
+    run = tick(t0 + timedelta(minutes=2, seconds=30))  # 150 seconds: 0.25, 0.05 left
     assert run.to_stop == [party.rental_id]
     assert balance_of(party.renter_id) == D("0.05")
 
@@ -167,10 +214,10 @@ def test_a_rental_already_being_stopped_is_not_asked_to_stop_again(tick, t0):
         )
     run = tick(t0 + timedelta(minutes=3, seconds=1))
     assert run.to_stop == []
-    assert balance_of(party.renter_id) == D("0")  # the last minutes took what was left
+    assert balance_of(party.renter_id) == D("0")  # the last seconds took what was left
 
 
-def test_minutes_no_balance_covered_are_not_charged_after_a_top_up(tick, t0):
+def test_seconds_no_balance_covered_are_not_charged_after_a_top_up(tick, t0, invariants):
     party = create_party(price="6", balance="0.05", start=t0)
     tick(t0 + timedelta(minutes=3))
     assert balance_of(party.renter_id) == D("0")
@@ -187,9 +234,11 @@ def test_minutes_no_balance_covered_are_not_charged_after_a_top_up(tick, t0):
             {"u": party.renter_id},
         )
     tick(t0 + timedelta(minutes=4))
-    # Minutes 1-3 were covered by 0.05 only; minute 4 is paid in full.
-    assert ledger(party.rental_id)["usage"] == D("0.15")
-    assert rental_row(party.rental_id).billed_amount == D("0.15")
+    # The first three minutes were covered by 0.05 only; the fourth is paid in full.
+    row = accrual(party.rental_id)
+    assert (row.billed_seconds, row.billed_amount, row.waived_amount) == (240, D("0.15"), D("0.25"))
+    assert balance_of(party.renter_id) == D("4.9")
+    assert invariants()["ok"]
 
 
 def test_a_renters_rentals_are_paid_oldest_first_when_the_balance_runs_out(tick, t0):
@@ -202,13 +251,15 @@ def test_a_renters_rentals_are_paid_oldest_first_when_the_balance_runs_out(tick,
         renter = session.get(User, first.renter_id)
         second = make_party(session, price="6", renter=renter, start=t0 + timedelta(seconds=1))
     run = tick(t0 + timedelta(minutes=3))
-    charged = {c.rental_id: c.amount for c in run.charges}
-    assert charged == {first.rental_id: D("0.30"), second.rental_id: D("0.20")}
+    # 180 seconds (0.30) of the first, then what is left for the 179 seconds of the second.
+    assert accrual(first.rental_id).billed_amount == D("0.30")
+    assert accrual(second.rental_id).billed_amount == D("0.20")
+    assert accrual(second.rental_id).waived_amount == D("0.0983")
     assert balance_of(first.renter_id) == 0
     assert set(run.to_stop) == {first.rental_id, second.rental_id}
 
 
-def test_minutes_after_the_last_heartbeat_of_an_offline_node_are_free(tick, t0, invariants):
+def test_seconds_after_the_last_heartbeat_of_an_offline_node_are_free(tick, t0, invariants):
     party = create_party(
         price="6",
         start=t0,
@@ -216,8 +267,8 @@ def test_minutes_after_the_last_heartbeat_of_an_offline_node_are_free(tick, t0, 
         last_seen_at=t0 + timedelta(minutes=4, seconds=10),
     )
     tick(t0 + timedelta(minutes=30))
-    assert rental_row(party.rental_id).billed_minutes == 5
-    assert ledger(party.rental_id)["usage"] == D("0.5")
+    row = accrual(party.rental_id)
+    assert (row.billed_seconds, row.billed_amount) == (250, D("0.4167"))
     assert invariants()["ok"]
 
 
@@ -232,7 +283,7 @@ def test_an_offline_spell_is_not_billed_when_the_node_comes_back(tick, t0, setti
         node.last_seen_at = gone
     _move_last_event(party.node_id, gone + timedelta(seconds=settings.heartbeat_timeout_seconds))
     tick(t0 + timedelta(minutes=20))
-    assert rental_row(party.rental_id).billed_minutes == 12
+    assert billed_seconds(party.rental_id) == 720
     with session_scope() as session:
         node = session.get_one(HostNode, party.node_id)
         transition_node(session, node, NodeStatus.BUSY, reason="test")
@@ -240,19 +291,19 @@ def test_an_offline_spell_is_not_billed_when_the_node_comes_back(tick, t0, setti
     _move_last_event(party.node_id, t0 + timedelta(minutes=40))
     tick(t0 + timedelta(minutes=50))
     # 12 minutes before the spell, 10 after it: 22 minutes of the billable clock.
-    assert rental_row(party.rental_id).billed_minutes == 22
-    assert ledger(party.rental_id)["usage"] == D("2.2")
+    row = accrual(party.rental_id)
+    assert (row.billed_seconds, row.billed_amount) == (1320, D("2.2"))
 
 
-def test_minutes_after_the_stop_request_are_free_while_the_agent_confirms(tick, t0, invariants):
+def test_seconds_after_the_stop_request_are_free_while_the_agent_confirms(tick, t0, invariants):
     party = create_party(price="6", start=t0)
     with session_scope() as session:
         rental = session.get_one(Rental, party.rental_id)
         rental.stop_requested_at = t0 + timedelta(minutes=7, seconds=5)
     tick(t0 + timedelta(minutes=30))
-    # Minute 8 had started when the stop was asked for; nothing after it is charged.
-    assert rental_row(party.rental_id).billed_minutes == 8
-    assert ledger(party.rental_id)["usage"] == D("0.8")
+    # 425 seconds had passed when the stop was asked for; nothing after it is charged.
+    row = accrual(party.rental_id)
+    assert (row.billed_seconds, row.billed_amount) == (425, D("0.7083"))
     assert invariants()["ok"]
 
 
@@ -267,15 +318,20 @@ def _move_last_event(node_id, at) -> None:
         )
 
 
-def test_settling_bills_the_final_partial_minute(app, t0):
+def test_settling_bills_up_to_the_last_whole_second_and_posts_everything(app, t0, invariants):
     party = create_party(price="6", start=t0)
     with session_scope() as session:
-        from app.rentals.models import Rental
-
         rental = session.get_one(Rental, party.rental_id)
-        service.settle_rental(session, rental, t0 + timedelta(minutes=3, seconds=1))
-        assert (rental.billed_minutes, rental.billed_amount) == (4, D("0.4"))
-    assert ledger(party.rental_id)["usage"] == D("0.4")
+        service.settle_rental(session, rental, t0 + timedelta(minutes=3, seconds=1.9))
+        assert rental.billed_amount == D("0.3017")  # 181 seconds at 6.00 per hour
+    assert ledger(party.rental_id) == {
+        "usage": D("0.3017"),
+        "earning": D("0.2715"),
+        "fee": D("0.0302"),
+    }
+    row = accrual(party.rental_id)
+    assert (row.billed_seconds, row.posted_amount, row.postings) == (181, D("0.3017"), 1)
+    assert invariants()["ok"]
 
 
 def test_settling_a_rental_on_an_offline_node_stops_at_its_last_heartbeat(app, t0):
@@ -286,18 +342,14 @@ def test_settling_a_rental_on_an_offline_node_stops_at_its_last_heartbeat(app, t
         last_seen_at=t0 + timedelta(minutes=2, seconds=5),
     )
     with session_scope() as session:
-        from app.rentals.models import Rental
-
         rental = session.get_one(Rental, party.rental_id)
         service.settle_rental(session, rental, t0 + timedelta(minutes=12))
-    assert rental_row(party.rental_id).billed_minutes == 3
+    assert billed_seconds(party.rental_id) == 125
 
 
 def test_settling_charges_what_the_balance_covers_and_never_below_zero(app, t0, invariants):
     party = create_party(price="6", balance="0.33", start=t0)
     with session_scope() as session:
-        from app.rentals.models import Rental
-
         rental = session.get_one(Rental, party.rental_id)
         service.settle_rental(session, rental, t0 + timedelta(minutes=9))
     assert balance_of(party.renter_id) == 0
@@ -332,7 +384,6 @@ def test_a_rental_ended_while_a_tick_runs_is_billed_exactly_once(settings, t0, i
     from sqlalchemy import select
 
     from app.enums import RentalStatus
-    from app.rentals.models import Rental
 
     parties = [create_party(price="2.2222", start=t0) for _ in range(20)]
     end = t0 + timedelta(minutes=30, seconds=20)
@@ -380,16 +431,18 @@ def test_a_rental_ended_while_a_tick_runs_is_billed_exactly_once(settings, t0, i
     ended = {r.id for r in _all_rentals() if r.status == RentalStatus.COMPLETED}
     assert ended == {p.rental_id for p in parties[::2]}
     for party in parties:
-        minutes = 31 if party.rental_id in ended else 36
-        assert rental_row(party.rental_id).billed_minutes == minutes
-        assert ledger(party.rental_id)["usage"] == amount_for_minutes(D("2.2222"), minutes)
+        seconds = 1820 if party.rental_id in ended else 2120
+        assert billed_seconds(party.rental_id) == seconds
+        due = amount_for_seconds(D("2.2222"), seconds)
+        assert accrual(party.rental_id).billed_amount == due
+        if party.rental_id in ended:
+            assert ledger(party.rental_id)["usage"] == due  # the final posting
+            assert rental_row(party.rental_id).billed_amount == due
     assert invariants()["ok"]
 
 
 def _all_rentals():
     from sqlalchemy import select
-
-    from app.rentals.models import Rental
 
     with session_scope() as session:
         return session.execute(select(Rental)).scalars().all()

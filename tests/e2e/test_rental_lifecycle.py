@@ -16,6 +16,7 @@ import docker
 import pytest
 import requests
 
+from tests.billing.factory import ledger
 from tests.procs import (
     Proc,
     api_server,
@@ -55,6 +56,24 @@ def engine() -> docker.DockerClient:
 
 def rental_containers(engine: docker.DockerClient, rental_id: str) -> list:
     return engine.containers.list(all=True, filters={"label": f"dc.rental_id={rental_id}"})
+
+
+def _assert_billed_per_second(rental_id: str, done: dict, settings) -> None:
+    """The rental paid exactly its active seconds at its price; the host got the rest of the fee.
+
+    Billing is per second of active time (it was per started minute, so this expectation was
+    "one minute at least"): the clock ran from the start until the stop was asked for.
+    """
+    from decimal import Decimal
+
+    from app.billing.rules import amount_for_seconds, fee_for
+
+    row = load_rental(rental_id)
+    seconds = int((row.stop_requested_at - row.start_time).total_seconds())
+    total = amount_for_seconds(Decimal(done["cost_per_hour"]), seconds)
+    fee = fee_for(total, settings.platform_fee_percent)
+    assert Decimal(done["cost_so_far"]) == total == row.billed_amount
+    assert ledger(row.id) == {"usage": total, "earning": total - fee, "fee": fee}
 
 
 def agent_process(url: str, api_key: str, data_dir: Path) -> Proc:
@@ -179,6 +198,7 @@ def test_a_renter_rents_a_node_reaches_its_container_and_stops_it(
                 )
                 assert done["end_time"] is not None
                 assert done["failure_reason"] is None
+                _assert_billed_per_second(rental_id, done, settings)
                 assert live_allocations(rental_id) == []
                 assert len(all_allocations(rental_id)) == 1
                 wait_until(lambda: node_status() == "online", 15, what="the node online again")

@@ -453,7 +453,11 @@ def test_completing_a_rental_settles_its_bill_in_the_same_transaction(client, re
     actors.on_instance_stopped.fn(str(node.id), rental_id, "c0ffee", 0)
 
     rental = load_rental(rental_id)
-    assert rental.billed_minutes == 11  # the final partial minute included
-    assert rental.billed_amount == Decimal("0.2200")  # 11 minutes at 1.2000 per hour
+    # Billing is per second of active time (it was per started minute): the clock stopped when
+    # the stop was asked for, so the rental pays its whole active seconds at 1.2000 per hour.
+    seconds = int((rental.stop_requested_at - rental.start_time).total_seconds())
+    assert 630 <= seconds <= 632
+    due = Decimal("1.2") * seconds / 3600
+    assert rental.billed_amount == due.quantize(Decimal("0.0001"))  # 0.2100 for 630 seconds
     balance = client.get("/api/v1/me", headers=renter.headers).json["balance"]
-    assert balance == "99.7800"
+    assert Decimal(balance) == Decimal("100") - rental.billed_amount

@@ -10,8 +10,9 @@ from app.ops import actors as ops
 from app.pricing import actors as pricing
 from app.queue.periodic import PeriodicJob, registered
 from app.rentals import actors as rentals
+from app.webhooks import actors as webhooks
 
-DOMAINS = (ops, fleet, rentals, billing, pricing)
+DOMAINS = (ops, fleet, rentals, billing, pricing, webhooks)
 
 
 def periodic_jobs() -> list[PeriodicJob]:

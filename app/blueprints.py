@@ -13,11 +13,11 @@ from app.ops.routes import blp as ops_blp
 from app.pricing.routes import blp as pricing_blp
 from app.proxy.routes import blp as proxy_blp
 from app.rentals.routes import blp as rentals_blp
+from app.webhooks.routes import blp as webhooks_blp
 from app.ws import routes as ws_routes
 
 
 def register_blueprints(app: Flask, api: Api) -> None:
-
     for blp in (
         auth_blp,
         fleet_blp,
@@ -26,6 +26,7 @@ def register_blueprints(app: Flask, api: Api) -> None:
         billing_blp,
         proxy_blp,
         pricing_blp,
+        webhooks_blp,
     ):
         api.register_blueprint(blp)
 

@@ -18,6 +18,7 @@ from urllib.parse import urlparse
 
 from app.env import (
     Reader,
+    boolean,
     duration_literal,
     log_level,
     non_negative_int,
@@ -76,6 +77,16 @@ class Settings:
     metrics_flush_seconds: float = 1.0
     api_keys_per_user: int = 20  # live (unrevoked) user API keys
     ssh_keys_per_user: int = 50  # account SSH public keys
+    # Webhooks (app/webhooks): see docs/webhooks.md.
+    low_balance_minutes: int = 30
+    webhook_allow_loopback: bool = False
+    webhook_timeout_seconds: float = 10.0
+    webhook_retry_base_seconds: float = 10.0
+    webhook_retry_max_seconds: int = 3600
+    webhook_retry_window_seconds: int = 86400
+    webhook_sweep_seconds: int = 10
+    webhook_max_subscriptions: int = 20
+    webhook_max_payload_bytes: int = 65536
 
     @property
     def is_production(self) -> bool:
@@ -112,7 +123,7 @@ class Var:
     parse: Callable[[str], Any] | None = None  # None: text, taken as it is
     expected: str = ""  # for the error message of a value `parse` refuses
     default: str | None = None
-    dev_default: str | None = None  # development and test only
+    dev_default: str | None = None  # development and test only (overrides `default` there)
     schemes: tuple[str, ...] = ()  # a URL with one of these schemes
     optional: bool = False
     optional_in_dev: bool = False
@@ -122,7 +133,8 @@ class Var:
         if self.schemes:
             return r.url(self.name, self.schemes, self.default, self.dev_default)
         if self.parse is not None:
-            return r.parse(self.name, self.default or "", self.parse, self.expected)
+            default = self.dev_default if r.dev and self.dev_default is not None else self.default
+            return r.parse(self.name, default or "", self.parse, self.expected)
         return r.text(
             self.name,
             self.default,
@@ -197,6 +209,29 @@ SETTINGS: dict[str, Var] = {
         positive_seconds,
         "a positive number of seconds (0.05 to 60)",
         "1",
+    ),
+    "low_balance_minutes": Var(
+        "LOW_BALANCE_MINUTES", non_negative_int, "a whole number of minutes >= 0", "30"
+    ),
+    "webhook_allow_loopback": Var(
+        "WEBHOOK_ALLOW_LOOPBACK", boolean, "true or false", default="false", dev_default="true"
+    ),
+    "webhook_timeout_seconds": Var(
+        "WEBHOOK_TIMEOUT_SECONDS", positive_seconds, "seconds from 0.05 to 60", "10"
+    ),
+    "webhook_retry_base_seconds": Var(
+        "WEBHOOK_RETRY_BASE_SECONDS", positive_seconds, "seconds from 0.05 to 60", "10"
+    ),
+    "webhook_retry_max_seconds": Var("WEBHOOK_RETRY_MAX_SECONDS", positive_int, SECONDS, "3600"),
+    "webhook_retry_window_seconds": Var(
+        "WEBHOOK_RETRY_WINDOW_SECONDS", positive_int, SECONDS, "86400"
+    ),
+    "webhook_sweep_seconds": Var("WEBHOOK_SWEEP_SECONDS", positive_int, SECONDS, "10"),
+    "webhook_max_subscriptions": Var(
+        "WEBHOOK_MAX_SUBSCRIPTIONS", positive_int, "a positive whole number", "20"
+    ),
+    "webhook_max_payload_bytes": Var(
+        "WEBHOOK_MAX_PAYLOAD_BYTES", positive_int, "a positive number of bytes", "65536"
     ),
 }
 

@@ -10,12 +10,19 @@ from app.ops.models import OpsAuditEvent
 from app.pricing.models import PriceChange
 from app.proxy.models import PortAllocation
 from app.rentals.models import Rental
+from app.webhooks.models import (
+    LowBalanceAlert,
+    WebhookDelivery,
+    WebhookEvent,
+    WebhookSubscription,
+)
 
 __all__ = [
     "ApiKey",
     "Base",
     "HostNode",
     "IdempotencyKey",
+    "LowBalanceAlert",
     "NodeApiKey",
     "NodeReliability",
     "NodeStatusEvent",
@@ -26,4 +33,7 @@ __all__ = [
     "SshKey",
     "Transaction",
     "User",
+    "WebhookDelivery",
+    "WebhookEvent",
+    "WebhookSubscription",
 ]

@@ -18,6 +18,7 @@ from app.queue.actors import actor, unit_of_work
 from app.queue.periodic import PeriodicJob, register
 from app.redis_client import get_redis
 from app.rentals.actors import stop_rental
+from app.webhooks.events import check_low_balances
 
 log = logging.getLogger(__name__)
 LAST_TICK_KEY = "dc:billing:last_tick"
@@ -53,6 +54,7 @@ def bill_active_rentals() -> None:
 def _bill(session: Session, now: datetime) -> service.BillingRun:
     settings = get_settings()
     run = service.bill_active_rentals(session, now=now, settings=settings)
+    check_low_balances(session, charges=run.charges, settings=settings)
     for rental_id in run.to_stop:
         stop_rental.send_after_commit(
             session, rental_id=str(rental_id), reason=service.INSUFFICIENT_BALANCE

@@ -1,4 +1,4 @@
-"""Signals about node changes that other domains react to (the marketplace's offers cache)."""
+"""Signals about node changes that other domains react to (the offers cache, webhooks)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,12 @@ import uuid
 
 from sqlalchemy.orm import Session
 
+from app.enums import NodeStatus
+from app.fleet.models import HostNode
+from app.fleet.schemas import NodeSchema
 from app.marketplace.cache import invalidate_offers_after_commit
+from app.webhooks.events import record_event
+from app.webhooks.models import EventType
 
 
 def node_changed(session: Session, node_id: uuid.UUID) -> None:
@@ -16,3 +21,21 @@ def node_changed(session: Session, node_id: uuid.UUID) -> None:
     before the real commit.
     """
     invalidate_offers_after_commit(session)
+
+
+def node_status_changed(
+    session: Session, node: HostNode, *, previous: NodeStatus
+) -> uuid.UUID | None:
+    """node.offline when the node goes offline, node.online when it comes back (to its owner).
+
+    Written to the webhooks outbox in this transaction: a change that rolls back sends nothing.
+    """
+    if node.status == NodeStatus.OFFLINE and previous != NodeStatus.OFFLINE:
+        type = EventType.NODE_OFFLINE
+    elif previous == NodeStatus.OFFLINE and node.status != NodeStatus.OFFLINE:
+        type = EventType.NODE_ONLINE
+    else:
+        return None
+    return record_event(
+        session, user_id=node.owner_id, type=type, data=lambda: NodeSchema().dump(node)
+    )

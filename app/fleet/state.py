@@ -7,7 +7,7 @@ from sqlalchemy.orm import Session
 from app.db import utcnow
 from app.enums import NodeStatus
 from app.errors import InvalidTransition
-from app.fleet.events import node_changed
+from app.fleet.events import node_changed, node_status_changed
 from app.fleet.models import HostNode, NodeStatusEvent
 
 ONLINE, OFFLINE, BUSY, MAINTENANCE = (
@@ -42,4 +42,5 @@ def transition_node(
     node.status_changed_at = now
     session.add(NodeStatusEvent(node_id=node.id, status=new, at=now, reason=reason))
     node_changed(session, node.id)
+    node_status_changed(session, node, previous=current)
     return True

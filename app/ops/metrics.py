@@ -4,7 +4,8 @@ HTTP counts and latencies live in this process (with gunicorn running several wo
 PROMETHEUS_MULTIPROC_DIR so they are summed across them). Everything else is read when scraped:
 queue counts and workers from the broker's Redis data, actor runs from the counters the worker
 middleware keeps in Redis (one scrape target for every worker process), agents and heartbeats
-from fleet's Redis keys, nodes, rentals and billing lag from PostgreSQL.
+from fleet's Redis keys, nodes, rentals and billing lag from PostgreSQL, webhook delivery results
+from the counter the delivery actor keeps in Redis.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from app.ops import vitals
 from app.ops.queues import QueueInspector, platform_queues
 from app.queue.recorder import ACTOR_STATS_KEY, DURATION_BUCKETS
 from app.redis_client import get_redis
+from app.webhooks.delivery import result_counts
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +74,7 @@ class PlatformCollector:
             ("agents", self._agents),
             ("jobs", self._jobs),
             ("database", self._database),
+            ("webhooks", self._webhooks),
         ):
             try:
                 metrics = list(reader(client, settings))
@@ -216,6 +219,16 @@ class PlatformCollector:
             "Now minus the oldest billing watermark of any active rental.",
             value=lag,
         )
+
+    def _webhooks(self, client: Any, settings: Any) -> Iterator[Metric]:
+        family = CounterMetricFamily(
+            "dc_webhook_deliveries",
+            "Webhook delivery attempts by result (delivered, http_error, timeout, ...).",
+            labels=["result"],
+        )
+        for result, count in sorted(result_counts(client).items()):
+            family.add_metric([result], count)
+        yield family
 
 
 _PLATFORM = CollectorRegistry(auto_describe=False)

@@ -29,7 +29,7 @@ from app.queue.broker import broker
 from app.queue.recorder import WORKERS_KEY, dead_note_key
 
 NAMESPACE = "dramatiq"
-PLATFORM_QUEUES = ("system", "fleet", "rentals", "billing", "pricing")
+PLATFORM_QUEUES = ("system", "fleet", "rentals", "billing", "pricing", "webhooks")
 HEARTBEAT_TIMEOUT_MS = 60_000  # RedisBroker's default heartbeat_timeout
 _SUFFIXES = (".DQ.msgs", ".XQ.msgs", ".msgs", ".DQ", ".XQ")
 

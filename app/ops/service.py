@@ -18,6 +18,7 @@ from app.errors import NotFound
 from app.ops import vitals
 from app.ops.models import OpsAuditEvent
 from app.ops.queues import QueueInspector, platform_queues
+from app.webhooks import delivery as webhook_delivery
 
 log = logging.getLogger("app.ops")
 
@@ -55,6 +56,7 @@ def snapshot(session: Session, client: redis.Redis, settings: Any) -> dict[str, 
     nodes = part("nodes", lambda: vitals.nodes_by_status(session))
     jobs = part("jobs", lambda: vitals.periodic_jobs(client, settings, now=now))
     audit = part("audit", lambda: recent_audit(session))
+    webhooks = part("webhooks", lambda: webhook_delivery.ops_summary(session, now=utcnow()))
     totals = None
     if queues is not None:
         totals = {k: sum(q[k] for q in queues) for k in ("ready", "delayed", "in_flight", "dead")}
@@ -80,6 +82,7 @@ def snapshot(session: Session, client: redis.Redis, settings: Any) -> dict[str, 
             "jobs": jobs,
         },
         "audit": audit,
+        "webhooks": webhooks,
         "errors": sorted(set(errors)),
     }
 

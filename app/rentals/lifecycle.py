@@ -35,7 +35,9 @@ from app.proxy.service import (
 )
 from app.rentals.availability import NOT_STARTED, why_unavailable
 from app.rentals.models import Rental
+from app.rentals.service import rental_event
 from app.rentals.state import ACTIVE, CANCELLED, COMPLETED, LIVE, PENDING, transition_rental
+from app.webhooks.models import EventType
 
 log = logging.getLogger(__name__)
 NODE_OFFLINE = "node offline"
@@ -78,6 +80,7 @@ def _cancel(session: Session, rental: Rental, node: HostNode, reason: str) -> No
     transition_rental(session, rental, CANCELLED, reason=reason)
     release_ports(session, rental_id=rental.id)
     _free_node(session, node, rental)
+    rental_event(session, rental, EventType.RENTAL_FAILED)
 
 
 def _complete(
@@ -94,6 +97,7 @@ def _complete(
     billing.settle_rental(session, rental, bill_until or end)
     release_ports(session, rental_id=rental.id)
     _free_node(session, node, rental)
+    rental_event(session, rental, EventType.RENTAL_COMPLETED)
 
 
 def provision(session: Session, *, rental_id: str, settings: Settings) -> float | None:
@@ -173,6 +177,7 @@ def started(
             live_ports(session, rental_id=rental.id), settings.public_proxy_host
         )
         transition_rental(session, rental, ACTIVE)
+        rental_event(session, rental, EventType.RENTAL_ACTIVE)
         if rental.stop_requested_at is not None:  # a stop raced the start: carry it out now
             _send_stop(session, rental)
         return
@@ -231,6 +236,7 @@ def stop(session: Session, *, rental_id: str, reason: str | None) -> None:
         return
     if rental.stop_requested_at is None:
         rental.stop_requested_at = utcnow()
+        rental_event(session, rental, EventType.RENTAL_STOP_REQUESTED)
     if reason and not rental.stop_reason:
         rental.stop_reason = reason[:2000]
     if rental.status == PENDING:

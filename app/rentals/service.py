@@ -27,7 +27,10 @@ from app.money import quantize, to_wire
 from app.pagination import newest_first_page
 from app.rentals.availability import REQUEST_REFUSED, Unavailable, why_unavailable
 from app.rentals.models import Rental
+from app.rentals.schemas import RentalSchema
 from app.rentals.state import ACTIVE, LIVE
+from app.webhooks.events import record_event
+from app.webhooks.models import EventType
 
 log = logging.getLogger(__name__)
 LIVE_INDEX = "uq_rentals_one_live_per_node"
@@ -139,6 +142,7 @@ def request_stop(session: Session, *, rental: Rental, reason: str | None = None)
         rental.stop_requested_at = utcnow()
         if reason:
             rental.stop_reason = reason[:2000]
+        rental_event(session, rental, EventType.RENTAL_STOP_REQUESTED)
     return True
 
 
@@ -195,3 +199,23 @@ def rental_view(
     if balance is not None and rental.status == ACTIVE:
         view["credit_minutes_left"] = credit_minutes_left(balance, rental.cost_per_hour)
     return view
+
+
+def rental_event(session: Session, rental: Rental, type: EventType) -> uuid.UUID | None:
+    """Record a webhook event for the rental's renter, in this transaction (the outbox).
+
+    The data is the rental as the API shows it, without `env` (it may hold credentials and is
+    large); `rental.completed` adds `cost`, `rental.failed` adds `failure_code`.
+    """
+
+    def data() -> dict[str, Any]:
+        view: dict[str, Any] = RentalSchema(exclude=("env",)).dump(
+            rental_view(rental, balance=None)
+        )
+        if type == EventType.RENTAL_COMPLETED:
+            view["cost"] = to_wire(Decimal(rental.billed_amount or 0))
+        if type == EventType.RENTAL_FAILED:
+            view["failure_code"] = None  # rentals have no failure code: failure_reason says why
+        return view
+
+    return record_event(session, user_id=rental.renter_id, type=type, data=data)

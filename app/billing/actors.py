@@ -54,7 +54,7 @@ def bill_active_rentals() -> None:
 def _bill(session: Session, now: datetime) -> service.BillingRun:
     settings = get_settings()
     run = service.bill_active_rentals(session, now=now, settings=settings)
-    check_low_balances(session, charges=run.charges, settings=settings)
+    check_low_balances(session, settings=settings)
     for rental_id in run.to_stop:
         stop_rental.send_after_commit(
             session, rental_id=str(rental_id), reason=service.INSUFFICIENT_BALANCE

@@ -24,6 +24,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
+from app.auth.models import User
 from app.config import Settings, get_settings
 from app.db import after_commit, utcnow
 from app.enums import RentalStatus
@@ -112,32 +113,41 @@ def _bounded(data: Mapping[str, Any]) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------- low balance
-def check_low_balances(session: Session, *, charges: Iterable[Any], settings: Settings) -> int:
-    """balance.low once per crossing for the renters charged by a billing run.
+def check_low_balances(session: Session, *, settings: Settings) -> int:
+    """balance.low once per crossing for the renters with running rentals who subscribed to it.
 
-    A renter is low when the balance pays for less than LOW_BALANCE_MINUTES of the rentals still
-    running; an alert row remembers that the event was sent, and is removed (re-arming it) once
-    the balance is above the line again. Returns how many events were recorded.
+    Called by the billing tick after it moved the balances. A renter is low when the balance pays
+    for less than LOW_BALANCE_MINUTES of the rentals still running; an alert row remembers that
+    the event was sent, and is removed (re-arming it) once the balance is above the line again.
+    Only subscribers are read, so the cost follows the subscriptions, not the fleet. Returns how
+    many events were recorded.
     """
-    balances: dict[uuid.UUID, Decimal] = {}
-    for charge in charges:
-        balances[charge.renter_id] = Decimal(charge.balance_after)
-    if not balances:
-        return 0
-    watched = {row.user_id for row in _subscribers(session, balances, EventType.BALANCE_LOW)}
+    rows = session.execute(
+        select(Rental.renter_id, func.sum(Rental.cost_per_hour), User.balance)
+        .join(User, User.id == Rental.renter_id)
+        .where(
+            Rental.status == RentalStatus.ACTIVE,
+            Rental.stop_requested_at.is_(None),
+            Rental.renter_id.in_(
+                select(WebhookSubscription.user_id).where(
+                    WebhookSubscription.disabled_at.is_(None),
+                    WebhookSubscription.events.contains([EventType.BALANCE_LOW]),
+                )
+            ),
+        )
+        .group_by(Rental.renter_id, User.balance)
+    ).all()
+    hourly = {renter_id: cost for renter_id, cost, _ in rows}
+    balances: dict[uuid.UUID, Decimal] = {renter_id: Decimal(bal) for renter_id, _, bal in rows}
+    watched = set(balances)
+    # A renter whose rentals all ended is above any line: re-arm their alert.
+    watched |= set(
+        session.execute(
+            select(LowBalanceAlert.user_id).where(LowBalanceAlert.user_id.not_in(watched))
+        ).scalars()
+    )
     if not watched:
         return 0
-    hourly = dict(
-        session.execute(
-            select(Rental.renter_id, func.sum(Rental.cost_per_hour))
-            .where(
-                Rental.renter_id.in_(watched),
-                Rental.status == RentalStatus.ACTIVE,
-                Rental.stop_requested_at.is_(None),
-            )
-            .group_by(Rental.renter_id)
-        ).all()
-    )
     alerted = set(
         session.execute(
             select(LowBalanceAlert.user_id).where(LowBalanceAlert.user_id.in_(watched))

@@ -13,6 +13,8 @@ _PLAIN_DECIMAL = re.compile(r"^-?[0-9]{1,12}(\.[0-9]+)?$")
 MAX_AMOUNT = Decimal("1000000000")
 # What Money reads and writes: up to 10 digits before the point, at most 4 after it.
 WIRE_PATTERN = r"^[0-9]{1,10}(\.[0-9]{1,4})?$"
+# What a request may send where the amount must be positive (documentation for clients and fuzzers).
+POSITIVE_PATTERN = r"^([1-9][0-9]{0,8}(\.[0-9]{1,4})?|0\.[0-9]{0,3}[1-9])$"
 
 
 def quantize(value: Decimal) -> Decimal:

@@ -3,8 +3,10 @@ from __future__ import annotations
 from marshmallow import Schema, fields, validate
 
 from app.enums import TransactionType
-from app.money import Money
+from app.money import POSITIVE_PATTERN, Money
 from app.validation import BaseSchema, Text
+
+POSITIVE = {"pattern": POSITIVE_PATTERN}
 
 _PRINTABLE = validate.Regexp(
     r"^[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?$",
@@ -14,7 +16,7 @@ _PRINTABLE = validate.Regexp(
 
 class CreditCreateSchema(BaseSchema):
     user_id = fields.UUID(required=True)
-    amount = Money(required=True)
+    amount = Money(required=True, metadata=POSITIVE)
     reference = Text(
         required=True,
         min_length=1,

@@ -12,8 +12,10 @@ from app.fleet.metrics import (
     default_every,
     parse_duration,
 )
-from app.money import Money
+from app.money import POSITIVE_PATTERN, Money
 from app.validation import BaseSchema, Text
+
+POSITIVE = {"pattern": POSITIVE_PATTERN}
 
 _COUNTRY = re.compile(r"^[A-Za-z]{2}$")
 _CUDA = re.compile(r"^\d{1,3}(\.\d{1,3}){0,2}$")
@@ -50,9 +52,9 @@ class SpecsSchema(BaseSchema):
 
 
 class PricingSchema(BaseSchema):
-    hourly_rate = Money(required=True)
+    hourly_rate = Money(required=True, metadata=POSITIVE)
     auto_match_market = fields.Boolean(load_default=False)
-    min_hourly_rate = Money(load_default=None, allow_none=True)
+    min_hourly_rate = Money(load_default=None, allow_none=True, metadata=POSITIVE)
 
     @validates_schema
     def _floor(self, data, **kwargs):

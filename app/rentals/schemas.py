@@ -6,9 +6,11 @@ from marshmallow import Schema, ValidationError, fields, validate, validates
 
 from agent.protocol import valid_image
 from app.enums import RentalStatus
-from app.money import Money
+from app.money import POSITIVE_PATTERN, Money
 from app.pagination import PageArgsSchema
 from app.validation import BaseSchema, BoundedDict, BoundedList, Text
+
+POSITIVE = {"pattern": POSITIVE_PATTERN}
 
 MAX_PORTS = 20
 MAX_ENV = 100
@@ -45,7 +47,7 @@ class RentalCreateSchema(BaseSchema):
         unique=True,
         load_default=list,
     )
-    max_hourly_rate = Money(load_default=None, allow_none=True)
+    max_hourly_rate = Money(load_default=None, allow_none=True, metadata=POSITIVE)
 
     @validates("image")
     def _image(self, value: str, **kwargs: object) -> None:

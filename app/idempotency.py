@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import re
 import uuid
 from collections.abc import Callable
 from datetime import datetime
@@ -44,13 +45,18 @@ def fingerprint(payload: Any) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
+MAX_KEY_LENGTH = 255
+# Printable ASCII, no leading or trailing space (surrounding whitespace is the header's own).
+_KEY = re.compile(r"[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?", re.ASCII)
+
+
 def validate_key(key: str | None) -> str | None:
     if key is None:
         return None
-    key = key.strip()
-    if not key or len(key) > 255 or not key.isprintable():
+    key = key.strip(" \t")
+    if len(key) > MAX_KEY_LENGTH or not _KEY.fullmatch(key):
         raise ValidationFailed(
-            "Idempotency-Key must be 1-255 printable characters.",
+            f"Idempotency-Key must be 1-{MAX_KEY_LENGTH} printable ASCII characters.",
             errors={"Idempotency-Key": ["Invalid value."]},
         )
     return key
@@ -99,7 +105,12 @@ OPENAPI_HEADER = {
     "in": "header",
     "name": "Idempotency-Key",
     "required": False,
-    "schema": {"type": "string", "maxLength": 255},
+    "schema": {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": MAX_KEY_LENGTH,
+        "pattern": "^[\\x21-\\x7e]([\\x20-\\x7e]*[\\x21-\\x7e])?$",
+    },
     "description": "The same key from the same user returns the first result.",
 }
 

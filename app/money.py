@@ -11,6 +11,10 @@ from marshmallow import ValidationError, fields
 PLACES = Decimal("0.0001")
 _PLAIN_DECIMAL = re.compile(r"^-?[0-9]{1,12}(\.[0-9]+)?$")
 MAX_AMOUNT = Decimal("1000000000")
+# What Money reads and writes: up to 10 digits before the point, at most 4 after it.
+WIRE_PATTERN = r"^[0-9]{1,10}(\.[0-9]{1,4})?$"
+# What a request may send where the amount must be positive (documentation for clients and fuzzers).
+POSITIVE_PATTERN = r"^([1-9][0-9]{0,8}(\.[0-9]{1,4})?|0\.[0-9]{0,3}[1-9])$"
 
 
 def quantize(value: Decimal) -> Decimal:
@@ -32,7 +36,14 @@ class Money(fields.Field):
     }
 
     def __init__(self, *, positive: bool = True, allow_zero: bool = False, **kwargs: Any):
-        super().__init__(**kwargs)
+        # The OpenAPI document shows the wire form (and fuzzers generate it).
+        metadata = {
+            "type": "string",
+            "pattern": WIRE_PATTERN,
+            "maxLength": 15,
+            **kwargs.pop("metadata", {}),
+        }
+        super().__init__(metadata=metadata, **kwargs)
         self.positive = positive
         self.allow_zero = allow_zero
 

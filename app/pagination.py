@@ -6,19 +6,20 @@ import base64
 import json
 from typing import Any
 
-from marshmallow import Schema, fields, validate
+from marshmallow import fields, validate
 
 from app.errors import ValidationFailed
+from app.validation import BaseSchema, Text
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
 
 
-class PageArgsSchema(Schema):
+class PageArgsSchema(BaseSchema):
     limit = fields.Integer(
         load_default=DEFAULT_LIMIT, validate=validate.Range(min=1, max=MAX_LIMIT)
     )
-    cursor = fields.String(load_default=None, validate=validate.Length(max=512))
+    cursor = Text(max_length=512, load_default=None)
 
 
 def encode_cursor(values: list[Any]) -> str:

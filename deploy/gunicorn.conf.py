@@ -8,7 +8,9 @@ reconnect to another worker instead of waiting out the graceful timeout.
 
 import os
 
-worker_class = "gevent"
+# gevent, with the server's own errors (request line or headers too long, malformed requests)
+# written as the contract's JSON instead of gunicorn's HTML page: see app/server.py.
+worker_class = "app.server.JsonErrorGeventWorker"
 workers = int(os.environ.get("WEB_CONCURRENCY", "1"))
 # Each agent holds one connection for as long as it runs.
 worker_connections = int(os.environ.get("WORKER_CONNECTIONS", "10000"))
@@ -18,6 +20,13 @@ timeout = 60
 graceful_timeout = 10
 keepalive = 5
 accesslog = None
+# The server's own limits, stated rather than implied (gunicorn's maximums). A request line of
+# 8190 bytes holds a GET /offers `q` of 1000 characters percent-encoded (unless most are
+# non-ASCII); an Idempotency-Key of up to 8190 bytes reaches the app, which refuses more than
+# 255 characters with a 422. Beyond these, the worker answers 414 or 431, as JSON.
+limit_request_line = 8190
+limit_request_field_size = 8190
+limit_request_fields = 100
 errorlog = "-"
 loglevel = "warning"
 

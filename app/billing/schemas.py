@@ -3,7 +3,10 @@ from __future__ import annotations
 from marshmallow import Schema, fields, validate
 
 from app.enums import TransactionType
-from app.money import Money
+from app.money import POSITIVE_PATTERN, Money
+from app.validation import BaseSchema, Text
+
+POSITIVE = {"pattern": POSITIVE_PATTERN}
 
 _PRINTABLE = validate.Regexp(
     r"^[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?$",
@@ -11,17 +14,17 @@ _PRINTABLE = validate.Regexp(
 )
 
 
-class CreditCreateSchema(Schema):
+class CreditCreateSchema(BaseSchema):
     user_id = fields.UUID(required=True)
-    amount = Money(required=True)
-    reference = fields.String(
+    amount = Money(required=True, metadata=POSITIVE)
+    reference = Text(
         required=True,
-        validate=[validate.Length(min=1, max=255), _PRINTABLE],
+        min_length=1,
+        max_length=255,
+        validate=_PRINTABLE,
         metadata={"description": "The payment's id; a top-up is credited once per reference."},
     )
-    description = fields.String(
-        load_default=None, allow_none=True, validate=validate.Length(max=500)
-    )
+    description = Text(max_length=500, load_default=None, allow_none=True)
 
 
 class TransactionSchema(Schema):

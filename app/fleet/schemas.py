@@ -12,14 +12,20 @@ from app.fleet.metrics import (
     default_every,
     parse_duration,
 )
-from app.money import Money
+from app.money import POSITIVE_PATTERN, Money
+from app.validation import BaseSchema, Text
+
+POSITIVE = {"pattern": POSITIVE_PATTERN}
 
 _COUNTRY = re.compile(r"^[A-Za-z]{2}$")
 _CUDA = re.compile(r"^\d{1,3}(\.\d{1,3}){0,2}$")
 
 
-class SpecsSchema(Schema):
-    gpu_model = fields.String(required=True, validate=validate.Length(min=1, max=100))
+NAME_MAX = 100  # host_nodes.name
+
+
+class SpecsSchema(BaseSchema):
+    gpu_model = Text(required=True, min_length=1, max_length=100)
     gpu_count = fields.Integer(required=True, strict=True, validate=validate.Range(min=0, max=64))
     gpu_vram_gb = fields.Float(
         required=True, allow_nan=False, validate=validate.Range(min=0, max=4096)
@@ -32,7 +38,8 @@ class SpecsSchema(Schema):
         validate=validate.Range(min=0, max=65536, min_inclusive=False),
     )
     disk_gb = fields.Float(required=True, allow_nan=False, validate=validate.Range(min=0, max=1e7))
-    cuda_version = fields.String(
+    cuda_version = Text(
+        max_length=11,
         load_default=None,
         allow_none=True,
         validate=validate.Regexp(_CUDA, error="Expected a version like 12.4."),
@@ -44,10 +51,10 @@ class SpecsSchema(Schema):
             raise ValidationError("A GPU node must declare its VRAM.", "gpu_vram_gb")
 
 
-class PricingSchema(Schema):
-    hourly_rate = Money(required=True)
+class PricingSchema(BaseSchema):
+    hourly_rate = Money(required=True, metadata=POSITIVE)
     auto_match_market = fields.Boolean(load_default=False)
-    min_hourly_rate = Money(load_default=None, allow_none=True)
+    min_hourly_rate = Money(load_default=None, allow_none=True, metadata=POSITIVE)
 
     @validates_schema
     def _floor(self, data, **kwargs):
@@ -60,14 +67,15 @@ class PricingSchema(Schema):
             raise ValidationError("Must not exceed hourly_rate.", "min_hourly_rate")
 
 
-class LocationSchema(Schema):
-    country = fields.String(
+class LocationSchema(BaseSchema):
+    country = Text(
+        max_length=2,
         required=True,
         validate=validate.Regexp(
             _COUNTRY, error="Expected an ISO 3166 alpha-2 country code such as US."
         ),
     )
-    city = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=100))
+    city = Text(max_length=100, load_default=None, allow_none=True)
     lat = fields.Float(
         load_default=None,
         allow_none=True,
@@ -92,22 +100,36 @@ class LocationSchema(Schema):
         return data
 
 
-class NodeCreateSchema(Schema):
-    name = fields.String(load_default=None, validate=validate.Length(min=1, max=100))
+class NodeCreateSchema(BaseSchema):
+    name = Text(
+        min_length=1,
+        max_length=NAME_MAX,
+        load_default=None,
+        metadata={"description": "Default: the GPUs, such as `2x RTX 4090`."},
+    )
     specs = fields.Nested(SpecsSchema, required=True)
     pricing = fields.Nested(PricingSchema, required=True)
     location = fields.Nested(LocationSchema, required=True)
 
+    @post_load
+    def _default_name(self, data, **kwargs):
+        if data.get("name") is None:
+            # Derived from fields with their own bounds, so it must be cut to fit the column.
+            specs = data["specs"]
+            data["name"] = f"{specs['gpu_count']}x {specs['gpu_model']}"[:NAME_MAX].rstrip()
+        return data
 
-class NodeUpdateSchema(Schema):
-    name = fields.String(validate=validate.Length(min=1, max=100))
+
+class NodeUpdateSchema(BaseSchema):
+    name = Text(min_length=1, max_length=NAME_MAX)
     pricing = fields.Nested(PricingSchema)
     location = fields.Nested(LocationSchema)
-    status = fields.String(
+    status = Text(
+        max_length=16,
         validate=validate.OneOf(
             ["online", "maintenance"],
             error="Hosts can only switch a node between 'online' and 'maintenance'.",
-        )
+        ),
     )
 
     @validates_schema
@@ -150,12 +172,14 @@ class NodeListSchema(Schema):
     next_cursor = fields.String(allow_none=True)
 
 
-class NodeMetricsArgsSchema(Schema):
-    since = fields.String(
+class NodeMetricsArgsSchema(BaseSchema):
+    since = Text(
+        max_length=16,
         load_default="1h",
         metadata={"description": "How far back: a whole number and s, m, h, d or w (at most 90d)."},
     )
-    every = fields.String(
+    every = Text(
+        max_length=16,
         load_default=None,
         metadata={
             "description": "Bucket width, same form (at least 5s; at most 1000 buckets). "

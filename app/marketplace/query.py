@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from app.validation import PLAIN_DECIMAL
+
 MAX_QUERY_LENGTH = 1000
 MAX_TERMS = 32
 MAX_LIST_ITEMS = 50
@@ -29,7 +31,6 @@ OPERATORS = (*COMPARISONS, "in")
 _OP_CHARS = frozenset("<>=!")
 _SPECIAL = frozenset("<>=!\"'[],")
 _INT = re.compile(r"[+-]?\d{1,12}", re.ASCII)
-_DECIMAL = re.compile(r"[+-]?(\d{1,15}(\.\d{0,12})?|\.\d{1,12})", re.ASCII)
 _COUNTRY = re.compile(r"[A-Za-z]{2}", re.ASCII)
 _TRUE = frozenset({"true", "1", "yes"})
 _FALSE = frozenset({"false", "0", "no"})
@@ -334,7 +335,7 @@ def _to_int(raw: str) -> int:
 
 
 def _to_decimal(raw: str) -> Decimal:
-    if not _DECIMAL.fullmatch(raw):
+    if not PLAIN_DECIMAL.fullmatch(raw):
         raise ValueError(raw)
     return Decimal(raw)
 

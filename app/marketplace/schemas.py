@@ -16,6 +16,7 @@ from marshmallow import (
 
 from app.marketplace.query import MAX_QUERY_LENGTH
 from app.pagination import PageArgsSchema
+from app.validation import PlainDecimal, Text
 
 SORTS = ("relevance", "price", "-price", "distance", "tflops", "value")
 # Half the Earth's circumference: every point is within this distance of every other.
@@ -23,17 +24,15 @@ MAX_DISTANCE_KM = 20_016
 _COUNTRY = re.compile(r"^[A-Za-z]{2}$", re.ASCII)
 
 
-def _decimal(low: int, high: int) -> fields.Decimal:
-    return fields.Decimal(
-        load_default=None, allow_nan=False, validate=validate.Range(min=low, max=high)
-    )
+def _decimal(low: int, high: int) -> PlainDecimal:
+    return PlainDecimal(low, high, load_default=None)
 
 
 def _integer(low: int, high: int) -> fields.Integer:
     return fields.Integer(load_default=None, validate=validate.Range(min=low, max=high))
 
 
-class LatLng(fields.Field):
+class LatLng(Text):
     """`<lat>,<lng>` in decimal degrees."""
 
     default_error_messages = {
@@ -41,9 +40,15 @@ class LatLng(fields.Field):
         "range": "Latitude must be within -90..90 and longitude within -180..180.",
     }
 
-    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> tuple[float, float]:
+    def __init__(self, **kwargs: Any):
+        super().__init__(max_length=64, **kwargs)
+
+    def _deserialize(  # type: ignore[override]
+        self, value: Any, attr: Any, data: Any, **kwargs: Any
+    ) -> tuple[float, float]:
         if not isinstance(value, str) or len(value) > 64:
             raise self.make_error("invalid")
+        value = super()._deserialize(value, attr, data, **kwargs)
         parts = value.split(",")
         if len(parts) != 2:
             raise self.make_error("invalid")
@@ -62,12 +67,10 @@ class OfferQueryArgsSchema(PageArgsSchema):
     class Meta:
         unknown = RAISE
 
-    gpu_model = fields.String(
+    gpu_model = Text(
+        min_length=1,
+        max_length=100,
         load_default=None,
-        validate=[
-            validate.Length(min=1, max=100),
-            validate.Predicate("isprintable", error="Must be printable text."),
-        ],
         metadata={"description": "Case-insensitive, partial match."},
     )
     min_gpu_count = _integer(0, 64)
@@ -78,7 +81,8 @@ class OfferQueryArgsSchema(PageArgsSchema):
     min_disk_gb = _decimal(0, 10_000_000)
     min_price = _decimal(0, 1_000_000_000)
     max_price = _decimal(0, 1_000_000_000)
-    country = fields.String(
+    country = Text(
+        max_length=2,
         load_default=None,
         validate=validate.Regexp(
             _COUNTRY, error="Expected an ISO 3166 alpha-2 country code such as US."
@@ -91,15 +95,15 @@ class OfferQueryArgsSchema(PageArgsSchema):
         validate=validate.Range(min=0, max=MAX_DISTANCE_KM, min_inclusive=False),
     )
     verified = fields.Boolean(load_default=None)
-    q = fields.String(
+    q = Text(
+        max_length=MAX_QUERY_LENGTH,
         load_default=None,
-        validate=validate.Length(max=MAX_QUERY_LENGTH),
         metadata={
             "description": "Terms `field op value` separated by spaces, e.g. "
             "`gpu_vram_gb>=24 country in [US,CA]`."
         },
     )
-    sort = fields.String(load_default="relevance", validate=validate.OneOf(SORTS))
+    sort = Text(max_length=16, load_default="relevance", validate=validate.OneOf(SORTS))
 
     @validates_schema
     def _consistent(self, data: dict[str, Any], **kwargs: Any) -> None:

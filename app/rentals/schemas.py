@@ -6,39 +6,48 @@ from marshmallow import Schema, ValidationError, fields, validate, validates
 
 from agent.protocol import valid_image
 from app.enums import RentalStatus
-from app.money import Money
+from app.money import POSITIVE_PATTERN, Money
+from app.pagination import PageArgsSchema
+from app.validation import BaseSchema, BoundedDict, BoundedList, Text
+
+POSITIVE = {"pattern": POSITIVE_PATTERN}
 
 MAX_PORTS = 20
 MAX_ENV = 100
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,255}$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,255}$", re.ASCII)
 
 
-class RentalCreateSchema(Schema):
+class RentalCreateSchema(BaseSchema):
     node_id = fields.UUID(required=True)
-    image = fields.String(required=True, validate=validate.Length(min=1, max=255))
-    command = fields.List(
-        fields.String(validate=validate.Length(max=4096)),
+    image = Text(required=True, min_length=1, max_length=255)
+    command = BoundedList(
+        Text(max_length=4096),
+        min_items=1,
+        max_items=256,
         load_default=None,
         allow_none=True,
-        validate=validate.Length(min=1, max=256),
     )
-    env = fields.Dict(
-        keys=fields.String(
+    env = BoundedDict(
+        keys=Text(
+            max_length=256,
             validate=validate.Regexp(
                 _ENV_NAME,
                 error="Environment variable names are letters, digits and _, "
                 "not starting with a digit.",
-            )
+            ),
         ),
-        values=fields.String(validate=validate.Length(max=32768)),
+        # A value may span lines (a certificate, a key); control characters are still refused.
+        values=Text(max_length=32768, multiline=True),
+        max_items=MAX_ENV,
         load_default=dict,
     )
-    ports = fields.List(
+    ports = BoundedList(
         fields.Integer(strict=True, validate=validate.Range(min=1, max=65535)),
+        max_items=MAX_PORTS,
+        unique=True,
         load_default=list,
-        validate=validate.Length(max=MAX_PORTS),
     )
-    max_hourly_rate = Money(load_default=None, allow_none=True)
+    max_hourly_rate = Money(load_default=None, allow_none=True, metadata=POSITIVE)
 
     @validates("image")
     def _image(self, value: str, **kwargs: object) -> None:
@@ -48,20 +57,8 @@ class RentalCreateSchema(Schema):
                 "registry.example.com/team/app@sha256:...)."
             )
 
-    @validates("env")
-    def _env(self, value: dict[str, str], **kwargs: object) -> None:
-        if len(value) > MAX_ENV:
-            raise ValidationError(f"At most {MAX_ENV} environment variables.")
 
-    @validates("ports")
-    def _ports(self, value: list[int], **kwargs: object) -> None:
-        if len(set(value)) != len(value):
-            raise ValidationError("Each container port may be listed once.")
-
-
-class RentalQueryArgsSchema(Schema):
-    limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
-    cursor = fields.String(load_default=None, validate=validate.Length(max=512))
+class RentalQueryArgsSchema(PageArgsSchema):
     status = fields.Enum(RentalStatus, by_value=True, load_default=None)
 
 

@@ -215,8 +215,12 @@ class BaseSchema(Schema):
 
 
 def _checks_itself(field: fields.Field) -> bool:
-    """Whether every string `field` takes is checked by a Text field or a nested BaseSchema."""
-    if isinstance(field, Text):
+    """Whether every string `field` takes is checked by a Text field or a nested BaseSchema.
+
+    A field of a domain that parses its text strictly itself (an SSH key) says so with a class
+    attribute ``checks_own_text = True``.
+    """
+    if isinstance(field, Text) or getattr(field, "checks_own_text", False):
         return True
     if isinstance(field, fields.Nested):
         return isinstance(field.schema, BaseSchema)

@@ -4,6 +4,7 @@ from app.auth.enums import ApiKeyScope
 from app.auth.ssh_keys import SshPublicKey
 from app.enums import Role
 from app.money import Money
+from app.validation import BaseSchema
 
 
 class MeSchema(Schema):
@@ -32,7 +33,7 @@ def _printable_name(required: bool) -> fields.String:
     return fields.String(load_default=None, allow_none=True, validate=checks)
 
 
-class UserApiKeyCreateSchema(Schema):
+class UserApiKeyCreateSchema(BaseSchema):
     name = _printable_name(required=True)
     scope = fields.Enum(
         ApiKeyScope,
@@ -67,7 +68,7 @@ class UserApiKeyListSchema(Schema):
     next_cursor = fields.String(allow_none=True)
 
 
-class SshKeyCreateSchema(Schema):
+class SshKeyCreateSchema(BaseSchema):
     name = _printable_name(required=False)
     public_key = SshPublicKey(
         required=True,

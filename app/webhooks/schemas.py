@@ -2,13 +2,14 @@ from __future__ import annotations
 
 from marshmallow import Schema, ValidationError, fields, validate, validates
 
+from app.validation import BaseSchema
 from app.webhooks.models import DeliveryStatus, EventType
 from app.webhooks.urls import MAX_URL_LENGTH
 
 EVENT_TYPES = [e.value for e in EventType]
 
 
-class WebhookCreateSchema(Schema):
+class WebhookCreateSchema(BaseSchema):
     url = fields.String(
         required=True,
         validate=validate.Length(min=1, max=MAX_URL_LENGTH),

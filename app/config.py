@@ -19,6 +19,7 @@ from urllib.parse import urlparse
 from app.env import (
     Reader,
     duration_literal,
+    fernet_keys,
     log_level,
     non_negative_int,
     percent,
@@ -76,6 +77,10 @@ class Settings:
     metrics_flush_seconds: float = 1.0
     api_keys_per_user: int = 20  # live (unrevoked) user API keys
     ssh_keys_per_user: int = 50  # account SSH public keys
+    # Fernet keys that seal a rental's registry_auth until it starts (the first one seals; all
+    # open, for rotation). None: POST /rentals refuses registry_auth.
+    registry_auth_keys: tuple[str, ...] | None = None
+    logs_timeout_seconds: float = 5.0  # GET /rentals/{id}/logs waits this long for the agent
 
     @property
     def is_production(self) -> bool:
@@ -122,7 +127,9 @@ class Var:
         if self.schemes:
             return r.url(self.name, self.schemes, self.default, self.dev_default)
         if self.parse is not None:
-            return r.parse(self.name, self.default or "", self.parse, self.expected)
+            return r.parse(
+                self.name, self.default or "", self.parse, self.expected, secret=self.secret
+            )
         return r.text(
             self.name,
             self.default,
@@ -133,6 +140,8 @@ class Var:
 
 
 SECONDS = "a positive whole number of seconds"
+# Development and test only (production has no default): not a secret.
+DEV_REGISTRY_AUTH_KEY = "ZGV2LXJlZ2lzdHJ5LWF1dGgta2V5LW5vdC1hLXNlY3I="
 PORT = "a TCP port 1-65535"
 
 # Settings field -> its variable. The settings that combine several variables or derive from
@@ -189,6 +198,15 @@ SETTINGS: dict[str, Var] = {
         "MAX_CONTENT_LENGTH", positive_int, "a positive number of bytes", "1048576"
     ),
     "log_level": Var("LOG_LEVEL", log_level, "DEBUG, INFO, WARNING or ERROR", "INFO"),
+    "registry_auth_keys": Var(
+        "REGISTRY_AUTH_KEY",
+        fernet_keys,
+        "Fernet keys (urlsafe base64 of 32 bytes), comma-separated, the newest first",
+        secret=True,
+    ),
+    "logs_timeout_seconds": Var(
+        "LOGS_TIMEOUT_SECONDS", positive_seconds, "a positive number of seconds (0.05 to 60)", "5"
+    ),
     "metrics_batch_size": Var(
         "METRICS_BATCH_SIZE", positive_int, "a positive number of points", "5000"
     ),
@@ -235,6 +253,8 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dotenv: bool = Tr
         values["database_url"] = "postgresql+psycopg2://" + values["database_url"][13:]
     values["influxdb_url"] = (values["influxdb_url"] or "").rstrip("/")
     values.update(_clerk_settings(r, dev))
+    if values["registry_auth_keys"] is None and dev:
+        values["registry_auth_keys"] = (DEV_REGISTRY_AUTH_KEY,)
     low, high = r.parse(
         "PROXY_PORT_RANGE", "20000-20999", port_range, "two ports as START-END, START <= END"
     ) or (0, 0)

@@ -4,16 +4,18 @@ import re
 
 from marshmallow import Schema, ValidationError, fields, validate, validates
 
-from agent.protocol import valid_image
+from agent.protocol import MAX_LOG_TAIL, valid_image
 from app.enums import RentalStatus
 from app.money import Money
+from app.rentals.launch import MAX_LABELS, LabelFilter, LaunchOptionsSchema
+from app.rentals.state import FAILURE_CODES, PHASES
 
 MAX_PORTS = 20
 MAX_ENV = 100
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,255}$")
 
 
-class RentalCreateSchema(Schema):
+class RentalCreateSchema(LaunchOptionsSchema):
     node_id = fields.UUID(required=True)
     image = fields.String(required=True, validate=validate.Length(min=1, max=255))
     command = fields.List(
@@ -63,6 +65,12 @@ class RentalQueryArgsSchema(Schema):
     limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
     cursor = fields.String(load_default=None, validate=validate.Length(max=512))
     status = fields.Enum(RentalStatus, by_value=True, load_default=None)
+    label = fields.List(
+        LabelFilter(),
+        load_default=list,
+        validate=validate.Length(max=MAX_LABELS),
+        metadata={"description": "key=value; several must all match"},
+    )
 
 
 class RentalSchema(Schema):
@@ -79,12 +87,28 @@ class RentalSchema(Schema):
     credit_minutes_left = fields.Integer(allow_none=True)
     connection_info = fields.Dict(allow_none=True)
     failure_reason = fields.String(allow_none=True)
+    failure_code = fields.String(allow_none=True, metadata={"enum": list(FAILURE_CODES)})
+    phase = fields.String(metadata={"enum": list(PHASES)})
+    progress = fields.Float(allow_none=True)
+    entrypoint = fields.List(fields.String(), allow_none=True)
+    onstart = fields.String(allow_none=True)
+    ssh_keys = fields.List(fields.String())
+    labels = fields.Dict(keys=fields.String(), values=fields.String())
     exit_code = fields.Integer(allow_none=True)
     start_time = fields.DateTime(allow_none=True)
     end_time = fields.DateTime(allow_none=True)
     stop_requested_at = fields.DateTime(allow_none=True)
     created_at = fields.DateTime()
     updated_at = fields.DateTime()
+
+
+class RentalLogsArgsSchema(Schema):
+    tail = fields.Integer(load_default=200, validate=validate.Range(min=1, max=MAX_LOG_TAIL))
+
+
+class RentalLogsSchema(Schema):
+    lines = fields.List(fields.String())
+    truncated = fields.Boolean()
 
 
 class RentalEnvelopeSchema(Schema):

@@ -9,6 +9,7 @@ it: to the port the agent published on this host for that rental's container por
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -72,7 +73,7 @@ def engine() -> docker.DockerClient:
 
 
 @pytest.fixture
-def node_with_agent(register_node, host, platform, tmp_path) -> Iterator[Any]:
+def node_with_agent(register_node, host, platform, engine, tmp_path) -> Iterator[Any]:
     """A node of this machine's size with its real agent connected (online)."""
     node = register_node(host, **SMALL_NODE)
     agent = agent_process(platform.url, node.api_key, tmp_path / "agent")
@@ -92,17 +93,9 @@ def node_with_agent(register_node, host, platform, tmp_path) -> Iterator[Any]:
         )
         node.agent = agent
         yield node
-
-
-@pytest.fixture(autouse=True)
-def _remove_containers(engine) -> Iterator[None]:
-    yield
-    for container in engine.containers.list(all=True, filters={"label": "dc.managed=true"}):
-        if container.labels.get("dc.node_id"):
-            try:
-                container.remove(force=True)
-            except docker.errors.APIError:
-                pass
+    for container in engine.containers.list(all=True, filters={"label": f"dc.node_id={node.id}"}):
+        with contextlib.suppress(docker.errors.APIError):
+            container.remove(force=True)
 
 
 class Program:
@@ -147,9 +140,9 @@ def api_key(platform: Platform, user) -> str:
     return key
 
 
-def published_port(engine: docker.DockerClient, public_port: int) -> int:
+def published_port(engine: docker.DockerClient, rental_id: str, public_port: int) -> int:
     """Where frps would send `public_port`: the host port the agent published for it."""
-    for container in engine.containers.list(filters={"label": "dc.managed=true"}):
+    for container in engine.containers.list(filters={"label": f"dc.rental_id={rental_id}"}):
         mapping = json.loads(container.labels.get("dc.ports") or "{}")
         for container_port, public in mapping.items():
             if public == public_port:
@@ -206,7 +199,7 @@ def test_an_api_key_program_rents_the_ssh_image_with_its_key_and_runs_a_command_
     assert info["ssh"] == f"ssh -p {public} root@{info['host']}"
 
     # The real OpenSSH client, non-interactive, with the program's key only.
-    local = published_port(engine, public)
+    local = published_port(engine, rental_id, public)
     result = ssh_until_it_answers(
         ssh_argv(local, ssh_keypair.private_key, "nvidia-smi || hostname", host=info["host"])
     )

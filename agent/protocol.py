@@ -43,7 +43,7 @@ from agent.schemas import (
     TunnelSchema,
     WelcomeSchema,
 )
-from agent.values import ram_limit_bytes, valid_image
+from agent.values import ram_limit_bytes, registry_host, valid_image
 
 # Re-exported: the platform imports its protocol names from this module only.
 __all__ = [
@@ -75,6 +75,7 @@ __all__ = [
     "TunnelSchema",
     "WelcomeSchema",
     "ram_limit_bytes",
+    "registry_host",
     "valid_image",
 ]
 

@@ -20,6 +20,7 @@ from app.env import (
     Reader,
     boolean,
     duration_literal,
+    fernet_keys,
     log_level,
     non_negative_int,
     percent,
@@ -87,6 +88,10 @@ class Settings:
     webhook_sweep_seconds: int = 10
     webhook_max_subscriptions: int = 20
     webhook_max_payload_bytes: int = 65536
+    # Fernet keys that seal a rental's registry_auth until it starts (the first one seals; all
+    # open, for rotation). None: POST /rentals refuses registry_auth.
+    registry_auth_keys: tuple[str, ...] | None = None
+    logs_timeout_seconds: float = 5.0  # GET /rentals/{id}/logs waits this long for the agent
 
     @property
     def is_production(self) -> bool:
@@ -134,7 +139,7 @@ class Var:
             return r.url(self.name, self.schemes, self.default, self.dev_default)
         if self.parse is not None:
             default = self.dev_default if r.dev and self.dev_default is not None else self.default
-            return r.parse(self.name, default or "", self.parse, self.expected)
+            return r.parse(self.name, default or "", self.parse, self.expected, secret=self.secret)
         return r.text(
             self.name,
             self.default,
@@ -145,6 +150,8 @@ class Var:
 
 
 SECONDS = "a positive whole number of seconds"
+# Development and test only (production has no default): not a secret.
+DEV_REGISTRY_AUTH_KEY = "ZGV2LXJlZ2lzdHJ5LWF1dGgta2V5LW5vdC1hLXNlY3I="
 PORT = "a TCP port 1-65535"
 
 # Settings field -> its variable. The settings that combine several variables or derive from
@@ -201,6 +208,15 @@ SETTINGS: dict[str, Var] = {
         "MAX_CONTENT_LENGTH", positive_int, "a positive number of bytes", "1048576"
     ),
     "log_level": Var("LOG_LEVEL", log_level, "DEBUG, INFO, WARNING or ERROR", "INFO"),
+    "registry_auth_keys": Var(
+        "REGISTRY_AUTH_KEY",
+        fernet_keys,
+        "Fernet keys (urlsafe base64 of 32 bytes), comma-separated, the newest first",
+        secret=True,
+    ),
+    "logs_timeout_seconds": Var(
+        "LOGS_TIMEOUT_SECONDS", positive_seconds, "a positive number of seconds (0.05 to 60)", "5"
+    ),
     "metrics_batch_size": Var(
         "METRICS_BATCH_SIZE", positive_int, "a positive number of points", "5000"
     ),
@@ -270,6 +286,8 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dotenv: bool = Tr
         values["database_url"] = "postgresql+psycopg2://" + values["database_url"][13:]
     values["influxdb_url"] = (values["influxdb_url"] or "").rstrip("/")
     values.update(_clerk_settings(r, dev))
+    if values["registry_auth_keys"] is None and dev:
+        values["registry_auth_keys"] = (DEV_REGISTRY_AUTH_KEY,)
     low, high = r.parse(
         "PROXY_PORT_RANGE", "20000-20999", port_range, "two ports as START-END, START <= END"
     ) or (0, 0)

@@ -3,6 +3,8 @@ and the parsers that turn a value into a setting (each raises ValueError for a b
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import Callable, Mapping
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -62,12 +64,21 @@ class Reader:
         self.problems.append(f"{name} is required ({what}; see .env.example)")
         return ""
 
-    def parse(self, name: str, default: str, parser: Callable[[str], Any], expected: str) -> Any:
+    def parse(
+        self,
+        name: str,
+        default: str,
+        parser: Callable[[str], Any],
+        expected: str,
+        *,
+        secret: bool = False,
+    ) -> Any:
         value = self.raw(name) or default
         try:
             return parser(value)
-        except (ValueError, InvalidOperation, TypeError):
-            self.problems.append(f"{name}={value!r} is invalid: expected {expected}")
+        except (ValueError, InvalidOperation, TypeError, binascii.Error):
+            shown = name if secret else f"{name}={value!r}"  # a secret is never echoed
+            self.problems.append(f"{shown} is invalid: expected {expected}")
             return None
 
     def url(
@@ -138,6 +149,15 @@ def boolean(value: str) -> bool:
     if lowered in ("0", "false", "no", "off"):
         return False
     raise ValueError(value)
+
+
+def fernet_keys(value: str) -> tuple[str, ...] | None:
+    """Comma-separated Fernet keys (urlsafe base64 of 32 bytes); empty: None."""
+    keys = tuple(k.strip() for k in value.split(",") if k.strip())
+    for key in keys:
+        if len(base64.urlsafe_b64decode(key.encode())) != 32:
+            raise ValueError(key)
+    return keys or None
 
 
 def log_level(value: str) -> str:

@@ -73,6 +73,12 @@ class ServiceUnavailable(DomainError):
     status_code = 503
 
 
+class GatewayTimeout(DomainError):
+    """Something the request waits on (an agent) did not answer in time."""
+
+    status_code = 504
+
+
 def error_body(
     code: int, message: str | None = None, errors: dict[str, Any] | None = None
 ) -> dict[str, Any]:

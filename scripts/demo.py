@@ -1,9 +1,10 @@
 #!/usr/bin/env python
 """The main job, scripted against a running local platform (what `make up` ends with).
 
-A host registers a node and starts its agent; an admin gives a renter credit; the renter searches
-the offers, rents the node with a local image, sees the container running and how to reach it,
-stops it and sees the rental completed.
+A host registers a node and starts its agent; an admin gives a renter credit; the renter makes an
+API key and, as a program would, searches the offers, rents the node with the local SSH image
+(localhost/dc-ssh, `make images`) and a freshly generated SSH key, runs a command in it over `ssh`,
+reads its logs, stops it and sees the rental completed.
 
     python scripts/demo.py --api http://127.0.0.1:8000
     python scripts/demo.py --api ... --node-id <id> --api-key dcn_...   (use a node you registered)
@@ -17,8 +18,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -31,9 +35,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 STATE_FILE = ROOT / "var" / "demo-node.json"
-IMAGE = "localhost/busybox:latest"
-# Exits on SIGTERM, so the stop is quick; a real image would run sshd, jupyter, a trainer...
-COMMAND = ["sh", "-c", "trap 'exit 0' TERM; echo ready; sleep 3600 & wait"]
+IMAGE = "localhost/dc-ssh:latest"  # Debian with sshd, root by key only (scripts/images.sh)
+ONSTART = "echo onstart: hello from $(hostname)"
+SSH_COMMAND = "nvidia-smi || hostname"
 HOST, RENTER, ADMIN = "dev-host", "dev-renter", "dev-admin"
 # A node this machine can really serve (the agent refuses limits beyond the hardware).
 NODE = {
@@ -76,6 +80,10 @@ class Platform:
             self.tokens[clerk_id] = mint_dev_token(
                 settings, clerk_id, email=f"{clerk_id}@example.com"
             )
+
+    def use_api_key(self, who: str, key: str) -> None:
+        """From now on `who` calls with a user API key (dck_...), as a program does."""
+        self.tokens[who] = key
 
     def call(
         self, who: str, method: str, path: str, *, ok: tuple[int, ...] = (200,), **kwargs: Any
@@ -236,13 +244,25 @@ def run(args: argparse.Namespace) -> None:
     if not any(o["node_id"] == node_id for o in offers["items"]):
         say("(the demo node is not among the cheapest five; renting it by id)")
 
-    step(5, f"Renter rents the node with {IMAGE}")
+    step(5, f"Renter makes an API key and an SSH key, and rents the node with {IMAGE}")
+    created_key = platform.call(
+        RENTER, "POST", "/api-keys", json={"name": "demo program", "scope": "full"}, ok=(201,)
+    )
+    platform.use_api_key(RENTER, created_key["api_key"])
+    say(f"API key {created_key['key']['prefix']}... (scope full): every renter call below uses it")
+    key_dir = Path(tempfile.mkdtemp(prefix="dc-demo-ssh-"))
+    private_key = key_dir / "id_ed25519"
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "dc-demo", "-f", str(private_key)],
+        check=True,
+    )
     body = {
         "node_id": node_id,
         "image": IMAGE,
-        "command": COMMAND,
-        "env": {"GREETING": "hello from the demo"},
-        "ports": [22, 8080],
+        "ports": [22],
+        "ssh_keys": [private_key.with_suffix(".pub").read_text().strip()],
+        "onstart": ONSTART,
+        "labels": {"demo": "yes"},
     }
     rental = platform.call(
         RENTER,
@@ -253,42 +273,56 @@ def run(args: argparse.Namespace) -> None:
         headers={"Idempotency-Key": f"demo-{uuid.uuid4()}"},
     )["rental"]
     rental_id = rental["id"]
-    say(f"rental {rental_id}: {rental['status']} at {rental['cost_per_hour']}/h")
+    say(
+        f"rental {rental_id}: {rental['status']} ({rental['phase']}) at {rental['cost_per_hour']}/h"
+    )
     started = time.monotonic()
     active = wait_for(
         lambda: _rental_if(platform, rental_id, {"active", "cancelled"}),
-        60,
+        90,
         "the rental to become active",
     )
     if active["status"] != "active":
-        raise DemoFailed(f"the rental was cancelled: {active['failure_reason']}")
-    say(f"active after {time.monotonic() - started:.1f} s")
-
-    step(6, "The container runs on the host (seen through the container engine)")
-    containers = engine().containers.list(filters={"label": f"dc.rental_id={rental_id}"})
-    for container in containers:
-        say(
-            f"container {container.name} ({container.short_id}): {container.status}, "
-            f"image {container.image.tags}, labels dc.ports={container.labels.get('dc.ports')}"
+        raise DemoFailed(
+            f"the rental was cancelled ({active['failure_code']}): {active['failure_reason']}"
         )
-        local = {
-            port.split("/")[0]: bindings[0]["HostPort"]
-            for port, bindings in (container.ports or {}).items()
-            if bindings
-        }
-        say(
-            f"published on this host at {local} (container port -> local port); the public "
-            "ports below are served through frps when frps/frpc are installed"
-        )
-    if not containers:
-        raise DemoFailed("no running container carries the rental's label")
+    say(f"active after {time.monotonic() - started:.1f} s, phase {active['phase']}")
     say("connection info for the renter:")
     for line in json.dumps(active["connection_info"], indent=2).splitlines():
         say("  " + line)
 
+    step(6, f"Renter runs `{SSH_COMMAND}` in the rental over ssh")
+    info = active["connection_info"]
+    local = _published_port(rental_id, info["ports"]["22"])
+    say(
+        f"public port {info['ports']['22']} is served through frps when frps/frpc run; here the "
+        f"agent published container port 22 on {info['host']}:{local}, which frps would reach"
+    )
+    argv = [
+        "ssh", "-p", str(local), "-i", str(private_key), "-o", "BatchMode=yes",
+        "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+        "-o", "IdentitiesOnly=yes", "-o", "ConnectTimeout=5", "-o", "LogLevel=ERROR",
+        f"root@{info['host']}", SSH_COMMAND,
+    ]  # fmt: skip
+    say("$ " + shlex.join(argv))
+    result = _ssh_until_it_answers(argv)
+    if result.returncode != 0:
+        raise DemoFailed(f"ssh failed ({result.returncode}): {result.stderr.strip()}")
+    for line in result.stdout.strip().splitlines():
+        say(f"  {line}")
+
+    def onstart_logged() -> dict[str, Any] | None:
+        logs = platform.call(RENTER, "GET", f"/rentals/{rental_id}/logs", params={"tail": 20})
+        return logs if any("onstart:" in line for line in logs["lines"]) else None
+
+    shown = wait_for(onstart_logged, 20, "onstart's output in the logs")
+    say("GET /rentals/{id}/logs?tail=20 (asked of the agent through its socket):")
+    for line in shown["lines"][-6:]:
+        say(f"  {line}")
+
     step(7, "Renter stops the rental")
     stopping = platform.call(RENTER, "POST", f"/rentals/{rental_id}/stop", ok=(202,))["rental"]
-    say(f"stop accepted ({stopping['status']}, stop requested at {stopping['stop_requested_at']})")
+    say(f"stop accepted ({stopping['status']}, {stopping['phase']})")
     done = wait_for(
         lambda: _rental_if(platform, rental_id, {"completed"}), 60, "the rental to complete"
     )
@@ -301,7 +335,33 @@ def run(args: argparse.Namespace) -> None:
     say(f"node status: {node['status']} (ready for the next renter)")
     if not gone:
         raise DemoFailed("the container is still there after the rental completed")
-    print("\nDemo finished: rent -> running -> connection info -> stopped -> completed.", flush=True)
+    shutil.rmtree(key_dir, ignore_errors=True)
+    print(
+        "\nDemo finished: API key -> rent with an SSH key -> ssh runs a command -> logs -> "
+        "stopped -> completed.",
+        flush=True,
+    )
+
+
+def _published_port(rental_id: str, public_port: int) -> int:
+    """The host port the agent published for the rental's `public_port` (what frps reaches)."""
+    for container in engine().containers.list(filters={"label": f"dc.rental_id={rental_id}"}):
+        mapping = json.loads(container.labels.get("dc.ports") or "{}")
+        for container_port, public in mapping.items():
+            bindings = (container.ports or {}).get(f"{container_port}/tcp")
+            if public == public_port and bindings:
+                return int(bindings[0]["HostPort"])
+    raise DemoFailed(f"no container of rental {rental_id} publishes public port {public_port}")
+
+
+def _ssh_until_it_answers(argv: list[str], timeout: float = 30) -> subprocess.CompletedProcess:
+    """sshd needs a moment to make its host keys: retry until it answers."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+        if result.returncode == 0 or time.monotonic() > deadline:
+            return result
+        time.sleep(0.5)
 
 
 def _node_if(platform: Platform, node_id: str, statuses: set[str]) -> dict[str, Any] | None:

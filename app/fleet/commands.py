@@ -24,7 +24,7 @@ from agent.protocol import encode
 from app.db import after_commit
 from app.redis_client import get_redis
 
-COMMAND_EVENTS = frozenset({"start_instance", "stop_instance", "drain_node"})
+COMMAND_EVENTS = frozenset({"start_instance", "stop_instance", "drain_node", "fetch_logs"})
 COMMANDS_CHANNEL = "dc:fleet:commands"  # message: a node id whose stream has a new entry
 CONNECTIONS_CHANNEL = "dc:fleet:connections"  # message: {"node_id", "revoke"?}
 OWNER_TTL_SECONDS = 7 * 24 * 3600
@@ -106,6 +106,12 @@ def ack(node_id: str, command_id: str, *, client: redis.Redis | None = None) -> 
     """The agent has taken the command: forget it. False when it was not (or no longer) queued."""
     r = _client(client)
     return bool(r.eval(_ACK, 2, stream_key(node_id), index_key(node_id), command_id))
+
+
+def withdraw(node_id: str, command_id: str, *, client: redis.Redis | None = None) -> bool:
+    """Take back a command that is no longer wanted (a logs request that timed out), so an
+    agent that reconnects does not get it. False when the agent had taken it already."""
+    return ack(node_id, command_id, client=client)
 
 
 def pending(

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from app.config import get_settings
 from app.queue.actors import actor, unit_of_work
 from app.queue.periodic import PeriodicJob, register
-from app.rentals import lifecycle
+from app.rentals import lifecycle, logs
 
 # Retry for about the length of an outage of the database or Redis.
 RETRIES = {"max_retries": 10, "min_backoff": 500, "max_backoff": 30_000}
@@ -34,7 +34,7 @@ def provision_rental(session: Session, rental_id: str) -> None:
     _check_start_in(session, rental_id, due)
 
 
-# The agent socket hands agent events to these three (app/ws/dispatch.py): their parameters
+# The agent socket hands agent events to these (app/ws/dispatch.py): their parameters
 # after node_id are the fields of the event.
 @actor(queue_name="rentals", **RETRIES)
 @unit_of_work
@@ -52,12 +52,50 @@ def on_instance_started(session: Session, node_id: str, rental_id: str, containe
 @actor(queue_name="rentals", **RETRIES)
 @unit_of_work
 def on_instance_failed(
-    session: Session, node_id: str, rental_id: str, reason: str, failure_code: str | None = None
+    session: Session,
+    node_id: str,
+    rental_id: str,
+    reason: str,
+    failure_code: str | None = None,
 ) -> None:
     """The agent could not start the rental's container."""
-    if failure_code:
-        reason = f"{reason} ({failure_code})"
-    lifecycle.failed(session, node_id=node_id, rental_id=rental_id, reason=reason)
+    lifecycle.failed(
+        session, node_id=node_id, rental_id=rental_id, reason=reason, failure_code=failure_code
+    )
+
+
+@actor(queue_name="rentals", **RETRIES)
+@unit_of_work
+def on_instance_progress(
+    session: Session, node_id: str, rental_id: str, phase: str, progress: float | None = None
+) -> None:
+    """The agent is pulling the rental's image or starting its container."""
+    lifecycle.progressed(
+        session, node_id=node_id, rental_id=rental_id, phase=phase, progress=progress
+    )
+
+
+@actor(queue_name="rentals", **RETRIES)
+@unit_of_work
+def on_final_logs(
+    session: Session,
+    node_id: str,
+    request_id: str,
+    rental_id: str,
+    lines: list[str],
+    seq: int,
+    last: bool,
+    truncated: bool = False,
+) -> None:
+    """One frame of the output a stopping container left (`logs` with request_id "final")."""
+    logs.store_final(
+        session,
+        node_id=node_id,
+        rental_id=rental_id,
+        lines=lines,
+        truncated=truncated,
+        seq=seq,
+    )
 
 
 @actor(queue_name="rentals", **RETRIES)

@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from app.auth.ssh_keys import account_ssh_keys
 from app.billing import service as billing
 from app.config import Settings
 from app.db import utcnow
@@ -33,10 +34,19 @@ from app.proxy.service import (
     release_ports,
     tunnel_settings,
 )
-from app.rentals.availability import NOT_STARTED, why_unavailable
+from app.rentals import launch
+from app.rentals.availability import NOT_STARTED, Unavailable, why_unavailable
 from app.rentals.models import Rental
 from app.rentals.service import rental_event
-from app.rentals.state import ACTIVE, CANCELLED, COMPLETED, LIVE, PENDING, transition_rental
+from app.rentals.state import (
+    ACTIVE,
+    CANCELLED,
+    COMPLETED,
+    FAILURE_CODES,
+    LIVE,
+    PENDING,
+    transition_rental,
+)
 from app.webhooks.models import EventType
 
 log = logging.getLogger(__name__)
@@ -76,8 +86,10 @@ def _send_stop(session: Session, rental: Rental) -> None:
     )
 
 
-def _cancel(session: Session, rental: Rental, node: HostNode, reason: str) -> None:
-    transition_rental(session, rental, CANCELLED, reason=reason)
+def _cancel(
+    session: Session, rental: Rental, node: HostNode, reason: str, code: str | None = None
+) -> None:
+    transition_rental(session, rental, CANCELLED, reason=reason, failure_code=code)
     release_ports(session, rental_id=rental.id)
     _free_node(session, node, rental)
     rental_event(session, rental, EventType.RENTAL_FAILED)
@@ -118,15 +130,46 @@ def provision(session: Session, *, rental_id: str, settings: Settings) -> float 
     if node.status != NodeStatus.BUSY:
         problem = why_unavailable(node)
         if problem is not None:
-            _cancel(session, rental, node, NOT_STARTED[problem])
+            code = "node_offline" if problem == Unavailable.OFFLINE else "insufficient_resources"
+            _cancel(session, rental, node, NOT_STARTED[problem], code)
             return None
         transition_node(session, node, NodeStatus.BUSY, reason=f"rental {rental.id}")
+    keys = launch.dedupe_keys(rental.ssh_keys or [], account_ssh_keys(session, rental.renter_id))
+    if len(keys) > launch.MAX_SSH_KEYS:
+        _cancel(
+            session,
+            rental,
+            node,
+            f"more than {launch.MAX_SSH_KEYS} SSH keys with the account's keys",
+            "invalid_request",
+        )
+        return None
+    registry_auth = None
+    if rental.registry_auth_sealed is not None:
+        registry_auth = launch.unseal(rental.registry_auth_sealed, settings)
+        if registry_auth is None:
+            _cancel(
+                session,
+                rental,
+                node,
+                "the registry credentials could not be opened (REGISTRY_AUTH_KEY changed)",
+                "registry_auth_failed",
+            )
+            return None
     try:
         mapping = allocate_ports(session, rental=rental, port_range=settings.proxy_port_range)
     except PortPoolExhausted:
-        _cancel(session, rental, node, "no free public port; try again later")
+        _cancel(
+            session,
+            rental,
+            node,
+            "no free public port; try again later",
+            "insufficient_resources",
+        )
         return None
-    data = {
+    now = utcnow()
+    timeout = settings.rental_start_timeout_seconds
+    data: dict[str, Any] = {
         "rental_id": str(rental.id),
         "image": rental.image,
         "command": rental.command,
@@ -134,10 +177,22 @@ def provision(session: Session, *, rental_id: str, settings: Settings) -> float 
         "env_vars": dict(rental.env or {}),
         "proxy_port_mapping": {str(c): p for c, p in sorted(mapping.items())},
         "tunnel": tunnel_settings(session, node_id=node.id, settings=settings),
+        "entrypoint": rental.entrypoint,
+        "onstart": rental.onstart,
+        "ssh_keys": keys,
+        "registry_auth": registry_auth,
+        # A start command that reaches the agent after this is refused (start_timeout).
+        "expires_at": (now + timedelta(seconds=timeout)).isoformat(),
     }
     commands.send_after_commit(session, node.id, "start_instance", data)
-    elapsed = (utcnow() - rental.created_at).total_seconds()
-    return max(0.0, settings.rental_start_timeout_seconds - elapsed)
+    return max(0.0, timeout - (now - _progress_since(rental)).total_seconds())
+
+
+def _progress_since(rental: Rental) -> datetime:
+    """Since when the start timeout counts: the rental's creation or its last reported progress."""
+    if rental.last_progress_at is not None and rental.last_progress_at > rental.created_at:
+        return rental.last_progress_at
+    return rental.created_at
 
 
 def _resource_limits(node: HostNode) -> dict[str, Any]:
@@ -187,13 +242,37 @@ def started(
         _send_stop(session, rental)
 
 
-def failed(session: Session, *, node_id: str, rental_id: str, reason: str) -> None:
-    """instance_failed: a rental that never ran is cancelled with the agent's reason."""
+def failed(
+    session: Session,
+    *,
+    node_id: str,
+    rental_id: str,
+    reason: str,
+    failure_code: str | None = None,
+) -> None:
+    """instance_failed: a rental that never ran is cancelled with the agent's reason and code."""
     rental = _lock_rental(session, rental_id)
     if rental is None or str(rental.node_id) != str(node_id) or rental.status != PENDING:
         return
     node = _lock_node(session, rental.node_id)
-    _cancel(session, rental, node, f"the instance failed to start: {reason}")
+    code = failure_code if failure_code in FAILURE_CODES else "engine_unavailable"
+    _cancel(session, rental, node, f"the instance failed to start: {reason}", code)
+
+
+def progressed(
+    session: Session, *, node_id: str, rental_id: str, phase: str, progress: float | None
+) -> None:
+    """instance_progress: a pending rental is pulling or starting; the start timeout restarts."""
+    rental = _lock_rental(session, rental_id)
+    if rental is None or str(rental.node_id) != str(node_id) or rental.status != PENDING:
+        return
+    rental.phase = phase
+    if phase == "pulling" and progress is not None:
+        # Never backwards, whatever order the events arrive in.
+        rental.progress = max(progress, rental.progress or 0.0)
+    elif phase != "pulling":
+        rental.progress = None
+    rental.last_progress_at = utcnow()
 
 
 def stopped(
@@ -255,21 +334,41 @@ def check_start(session: Session, *, rental_id: str, settings: Settings) -> floa
     if rental is None or rental.status != PENDING:
         return None
     timeout = settings.rental_start_timeout_seconds
-    remaining = timeout - (utcnow() - rental.created_at).total_seconds()
+    remaining = timeout - (utcnow() - _progress_since(rental)).total_seconds()
     if remaining > 0:
         return remaining
     node = _lock_node(session, rental.node_id)
-    _cancel(session, rental, node, f"the node did not start the instance within {timeout} s")
+    if node.status == NodeStatus.OFFLINE:
+        _cancel(session, rental, node, NOT_STARTED[Unavailable.OFFLINE], "node_offline")
+    elif rental.last_progress_at is not None:
+        _cancel(
+            session,
+            rental,
+            node,
+            f"the start made no progress for {timeout} s (last phase: {rental.phase})",
+            "start_timeout",
+        )
+    else:
+        _cancel(
+            session,
+            rental,
+            node,
+            f"the node did not start the instance within {timeout} s",
+            "start_timeout",
+        )
     _send_stop(session, rental)
     return None
 
 
 def overdue_pending_rentals(session: Session, *, settings: Settings) -> list[str]:
     cutoff = utcnow() - timedelta(seconds=settings.rental_start_timeout_seconds)
+    since = func.greatest(
+        Rental.created_at, func.coalesce(Rental.last_progress_at, Rental.created_at)
+    )
     return [
         str(i)
         for i in session.execute(
-            select(Rental.id).where(Rental.status == PENDING, Rental.created_at <= cutoff)
+            select(Rental.id).where(Rental.status == PENDING, since <= cutoff)
         ).scalars()
     ]
 

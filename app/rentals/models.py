@@ -5,7 +5,20 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import DateTime, ForeignKey, Index, Integer, Numeric, String, Text, text
+from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    Numeric,
+    PrimaryKeyConstraint,
+    String,
+    Text,
+    text,
+)
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -25,6 +38,17 @@ class Rental(Base):
         ),
         Index("ix_rentals_renter_created", "renter_id", "created_at"),
         Index("ix_rentals_status", "status"),
+        # GET /rentals?label=k=v is a JSONB containment query (labels @> '{"k": "v"}').
+        Index(
+            "ix_rentals_labels",
+            "labels",
+            postgresql_using="gin",
+            postgresql_ops={"labels": "jsonb_path_ops"},
+        ),
+        CheckConstraint(
+            "phase IN ('queued', 'pulling', 'starting', 'running', 'stopping', 'ended')",
+            name="phase_known",
+        ),
     )
 
     id: Mapped[uuid.UUID] = uuid_pk()
@@ -69,5 +93,42 @@ class Rental(Base):
     stop_reason: Mapped[str | None] = mapped_column(Text)
     # The container's exit status when it stopped (None when unknown or never started).
     exit_code: Mapped[int | None] = mapped_column(Integer)
+    # Launch options (app/rentals/launch.py).
+    entrypoint: Mapped[list[str] | None] = mapped_column(JSONB)
+    onstart: Mapped[str | None] = mapped_column(Text)
+    ssh_keys: Mapped[list[str]] = mapped_column(
+        JSONB, nullable=False, default=list, server_default=text("'[]'::jsonb")
+    )
+    labels: Mapped[dict[str, str]] = mapped_column(
+        JSONB, nullable=False, default=dict, server_default=text("'{}'::jsonb")
+    )
+    # registry_auth sealed with REGISTRY_AUTH_KEY (Fernet); cleared when the rental leaves pending.
+    registry_auth_sealed: Mapped[str | None] = mapped_column(Text)
+    # Where a pending rental is (queued, pulling, starting), then running / ended; fed by the
+    # agent's instance_progress. The start timeout counts from last_progress_at.
+    phase: Mapped[str] = mapped_column(
+        String(16), nullable=False, default="queued", server_default="queued"
+    )
+    progress: Mapped[float | None] = mapped_column(Float)
+    last_progress_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    failure_code: Mapped[str | None] = mapped_column(String(32))
     created_at: Mapped[datetime] = created_at_column()
     updated_at: Mapped[datetime] = updated_at_column()
+
+
+class RentalFinalLogs(Base):
+    """One chunk of the output a rental's container left when it stopped (the agent's `final`
+    logs frames, at most 64 KiB in all per rental), served by GET /rentals/{id}/logs after the end.
+    Kept apart from `rentals` so the hot rental rows stay small."""
+
+    __tablename__ = "rental_final_logs"
+    __table_args__ = (PrimaryKeyConstraint("rental_id", "seq"),)
+
+    rental_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("rentals.id", ondelete="CASCADE"), nullable=False
+    )
+    seq: Mapped[int] = mapped_column(Integer, nullable=False)
+    lines: Mapped[list[str]] = mapped_column(JSONB, nullable=False)
+    size: Mapped[int] = mapped_column(Integer, nullable=False)  # bytes of the lines, UTF-8
+    truncated: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    created_at: Mapped[datetime] = created_at_column()

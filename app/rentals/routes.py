@@ -8,14 +8,17 @@ from flask_smorest import Blueprint
 
 from app import idempotency
 from app.auth.current import BEARER_AUTH, current_user, is_admin, login_required
+from app.enums import RentalStatus
 from app.pagination import PageArgsSchema
-from app.rentals import service
+from app.rentals import logs, service
 from app.rentals.actors import provision_rental, stop_rental
 from app.rentals.schemas import (
     HostRentalListSchema,
     RentalCreateSchema,
     RentalEnvelopeSchema,
     RentalListSchema,
+    RentalLogsArgsSchema,
+    RentalLogsSchema,
     RentalQueryArgsSchema,
 )
 from app.web import db_session
@@ -68,6 +71,36 @@ class RentalById(MethodView):
         )
         balance = user.balance if rental.renter_id == user.id else None
         return {"rental": service.rental_view(rental, balance=balance)}
+
+
+@blp.route("/rentals/<uuid:rental_id>/logs")
+class RentalLogs(MethodView):
+    decorators = [login_required]
+
+    @blp.arguments(RentalLogsArgsSchema, location="query")
+    @blp.response(200, RentalLogsSchema)
+    @blp.alt_response(504, description="The node did not answer in time (JSON error).")
+    @blp.doc(security=BEARER_AUTH)
+    def get(self, args, rental_id: uuid.UUID):
+        """The container's output: asked of the node while the rental runs, kept after it ends.
+
+        At most `tail` lines and 64 KiB; `truncated` says when more was left out.
+        """
+        session = db_session()
+        rental = service.get_rental(session, user=current_user(), rental_id=rental_id)
+        tail = args["tail"]
+        if rental.status == RentalStatus.ACTIVE:
+            node_id, rental_key = rental.node_id, rental.id
+            session.rollback()  # no database connection held while the agent is asked
+            settings = current_app.config["DC_SETTINGS"]
+            lines, truncated = logs.fetch_live(
+                node_id, rental_key, tail=tail, timeout=settings.logs_timeout_seconds
+            )
+            if lines:
+                return {"lines": lines, "truncated": truncated}
+            # The container may have just stopped: what it left is kept.
+        lines, truncated = logs.final_lines(session, rental_id, tail=tail)
+        return {"lines": lines, "truncated": truncated}
 
 
 @blp.route("/rentals/<uuid:rental_id>/stop")

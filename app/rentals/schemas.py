@@ -4,11 +4,13 @@ import re
 
 from marshmallow import Schema, ValidationError, fields, validate, validates
 
-from agent.protocol import valid_image
+from agent.protocol import MAX_LOG_TAIL, valid_image
 from app.enums import RentalStatus
 from app.money import POSITIVE_PATTERN, Money
 from app.pagination import PageArgsSchema
-from app.validation import BaseSchema, BoundedDict, BoundedList, Text
+from app.rentals.launch import MAX_LABELS, LabelFilter, LaunchOptionsSchema
+from app.rentals.state import FAILURE_CODES, PHASES
+from app.validation import BoundedDict, BoundedList, Text
 
 POSITIVE = {"pattern": POSITIVE_PATTERN}
 
@@ -17,7 +19,7 @@ MAX_ENV = 100
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,255}$", re.ASCII)
 
 
-class RentalCreateSchema(BaseSchema):
+class RentalCreateSchema(LaunchOptionsSchema):
     node_id = fields.UUID(required=True)
     image = Text(required=True, min_length=1, max_length=255)
     command = BoundedList(
@@ -60,6 +62,12 @@ class RentalCreateSchema(BaseSchema):
 
 class RentalQueryArgsSchema(PageArgsSchema):
     status = fields.Enum(RentalStatus, by_value=True, load_default=None)
+    label = fields.List(
+        LabelFilter(),
+        load_default=list,
+        validate=validate.Length(max=MAX_LABELS),
+        metadata={"description": "key=value; several must all match"},
+    )
 
 
 class RentalSchema(Schema):
@@ -76,12 +84,28 @@ class RentalSchema(Schema):
     credit_minutes_left = fields.Integer(allow_none=True)
     connection_info = fields.Dict(allow_none=True)
     failure_reason = fields.String(allow_none=True)
+    failure_code = fields.String(allow_none=True, metadata={"enum": list(FAILURE_CODES)})
+    phase = fields.String(metadata={"enum": list(PHASES)})
+    progress = fields.Float(allow_none=True)
+    entrypoint = fields.List(fields.String(), allow_none=True)
+    onstart = fields.String(allow_none=True)
+    ssh_keys = fields.List(fields.String())
+    labels = fields.Dict(keys=fields.String(), values=fields.String())
     exit_code = fields.Integer(allow_none=True)
     start_time = fields.DateTime(allow_none=True)
     end_time = fields.DateTime(allow_none=True)
     stop_requested_at = fields.DateTime(allow_none=True)
     created_at = fields.DateTime()
     updated_at = fields.DateTime()
+
+
+class RentalLogsArgsSchema(Schema):
+    tail = fields.Integer(load_default=200, validate=validate.Range(min=1, max=MAX_LOG_TAIL))
+
+
+class RentalLogsSchema(Schema):
+    lines = fields.List(fields.String())
+    truncated = fields.Boolean()
 
 
 class RentalEnvelopeSchema(Schema):

@@ -17,14 +17,16 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.auth.models import User
+from app.auth.ssh_keys import account_ssh_keys
 from app.billing.rules import cost_so_far, credit_minutes_left
 from app.config import Settings
 from app.db import utcnow
 from app.enums import RentalStatus
-from app.errors import Conflict, NotFound, PaymentRequired
+from app.errors import Conflict, NotFound, PaymentRequired, ValidationFailed
 from app.fleet.models import HostNode
 from app.money import quantize, to_wire
 from app.pagination import newest_first_page
+from app.rentals import launch
 from app.rentals.availability import REQUEST_REFUSED, Unavailable, why_unavailable
 from app.rentals.models import Rental
 from app.rentals.schemas import RentalSchema
@@ -34,6 +36,7 @@ from app.webhooks.models import EventType
 
 log = logging.getLogger(__name__)
 LIVE_INDEX = "uq_rentals_one_live_per_node"
+PRIVATE_COLUMNS = frozenset({"registry_auth_sealed"})  # never in a view, sealed or not
 
 
 def create_rental(
@@ -47,8 +50,29 @@ def create_rental(
     env: dict[str, str],
     ports: list[int],
     max_hourly_rate: Decimal | None,
+    entrypoint: list[str] | None = None,
+    onstart: str | None = None,
+    ssh_keys: list[str] | None = None,
+    registry_auth: dict[str, str] | None = None,
+    labels: dict[str, str] | None = None,
 ) -> Rental:
     """Write a pending rental at the node's current price; the workers take it from there."""
+    keys = launch.dedupe_keys(ssh_keys or [])
+    if len(launch.dedupe_keys(keys, account_ssh_keys(session, renter.id))) > launch.MAX_SSH_KEYS:
+        raise ValidationFailed(
+            f"A container takes at most {launch.MAX_SSH_KEYS} SSH keys, counting your "
+            "account's keys: send fewer, or remove some from /me/ssh-keys.",
+            errors={"json": {"ssh_keys": ["Too many SSH keys with your account's keys."]}},
+        )
+    sealed = None
+    if registry_auth:
+        try:
+            sealed = launch.seal(registry_auth, settings)
+        except launch.RegistryAuthUnavailable:
+            raise ValidationFailed(
+                "This platform does not accept registry credentials (no REGISTRY_AUTH_KEY).",
+                errors={"json": {"registry_auth": ["Not accepted by this platform."]}},
+            ) from None
     node = session.get(HostNode, node_id)
     if node is None:
         raise NotFound("No such node.")
@@ -76,6 +100,11 @@ def create_rental(
         env=dict(env),
         ports=list(ports),
         cost_per_hour=price,
+        entrypoint=entrypoint,
+        onstart=onstart,
+        ssh_keys=keys,
+        registry_auth_sealed=sealed,
+        labels=dict(labels or {}),
     )
     try:
         with session.begin_nested():
@@ -159,10 +188,14 @@ def list_rentals(
     limit: int,
     cursor: str | None,
     status: RentalStatus | None = None,
+    label: list[tuple[str, str]] | None = None,
 ) -> tuple[list[Rental], str | None]:
     query = select(Rental).where(Rental.renter_id == renter.id)
     if status is not None:
         query = query.where(Rental.status == status)
+    if label:
+        # One containment test for every filter (all must match), served by the GIN index.
+        query = query.where(Rental.labels.contains(dict(label)))
     return _page(session, query, limit=limit, cursor=cursor)
 
 
@@ -193,7 +226,15 @@ def rental_view(
 ) -> dict[str, Any]:
     """The renter's view: the row plus what it has cost so far and the credit minutes left."""
     now = now or utcnow()
-    view = {column.key: getattr(rental, column.key) for column in Rental.__table__.columns}
+    view = {
+        column.key: getattr(rental, column.key)
+        for column in Rental.__table__.columns
+        if column.key not in PRIVATE_COLUMNS
+    }
+    if rental.status == ACTIVE and rental.stop_requested_at is not None:
+        view["phase"] = "stopping"
+    if view["phase"] != "pulling":
+        view["progress"] = None
     view["cost_so_far"] = cost_so_far(rental, now)
     view["credit_minutes_left"] = None
     if balance is not None and rental.status == ACTIVE:
@@ -205,7 +246,7 @@ def rental_event(session: Session, rental: Rental, type: EventType) -> uuid.UUID
     """Record a webhook event for the rental's renter, in this transaction (the outbox).
 
     The data is the rental as the API shows it, without `env` (it may hold credentials and is
-    large); `rental.completed` adds `cost`, `rental.failed` adds `failure_code`.
+    large); `rental.completed` adds `cost`; `rental.failed` carries the rental's `failure_code`.
     """
 
     def data() -> dict[str, Any]:
@@ -214,8 +255,6 @@ def rental_event(session: Session, rental: Rental, type: EventType) -> uuid.UUID
         )
         if type == EventType.RENTAL_COMPLETED:
             view["cost"] = to_wire(Decimal(rental.billed_amount or 0))
-        if type == EventType.RENTAL_FAILED:
-            view["failure_code"] = None  # rentals have no failure code: failure_reason says why
         return view
 
     return record_event(session, user_id=rental.renter_id, type=type, data=data)

@@ -13,10 +13,11 @@ from typing import Any
 
 from simple_websocket import ConnectionClosed
 
-from agent.protocol import encode, error_frame
+from agent.protocol import OPTIONAL_AGENT_EVENTS, encode, error_frame
 
 log = logging.getLogger(__name__)
 
+FEATURES = OPTIONAL_AGENT_EVENTS  # instance_progress and logs: both handled
 HELLO_TIMEOUT_SECONDS = 30.0
 RECEIVE_POLL_SECONDS = 15.0
 # An agent sends a heartbeat every few seconds and the odd event: allow bursts, refuse floods.
@@ -108,6 +109,8 @@ class AgentConnection:
             "node_id": self.node_id,
             "draining": self.draining,
             "heartbeat_interval": self.heartbeat_interval,
+            # The optional agent events this platform dispatches (app/ws/dispatch.py).
+            "features": list(FEATURES),
         }
         if self.tunnel is not None:
             welcome["tunnel"] = self.tunnel

@@ -18,7 +18,14 @@ from agent.protocol import ProtocolError, decode_from_agent
 from app.fleet import commands, live
 from app.fleet.actors import node_seen, record_hello
 from app.queue.actors import Actor
-from app.rentals.actors import on_instance_failed, on_instance_started, on_instance_stopped
+from app.rentals import logs
+from app.rentals.actors import (
+    on_final_logs,
+    on_instance_failed,
+    on_instance_progress,
+    on_instance_started,
+    on_instance_stopped,
+)
 from app.ws.connection import AgentConnection
 from app.ws.heartbeats import HeartbeatWriter
 from app.ws.pump import CommandPump
@@ -32,6 +39,7 @@ AGENT_EVENT_ACTORS: Final[dict[str, Actor[..., None]]] = {
     "instance_started": on_instance_started,
     "instance_failed": on_instance_failed,
     "instance_stopped": on_instance_stopped,
+    "instance_progress": on_instance_progress,
 }
 
 
@@ -102,7 +110,21 @@ class FrameDispatch:
                 live.Sighting(conn.node_id, time.time(), data["status"], data["metrics"])
             )
             return
+        if event == "logs":
+            self.logs(conn, data, message.id)
+            return
         self.agent_event(conn, event, data, message.id)
+
+    def logs(self, conn: AgentConnection, data: dict[str, Any], frame_id: str | None) -> None:
+        """A stopping container's last output is kept by a worker; an answer to fetch_logs goes
+        to the API request waiting for it (or nowhere, if none waits)."""
+        if data["request_id"] == logs.FINAL:
+            self.agent_event(conn, "logs", data, frame_id, actor=on_final_logs)
+            return
+        try:
+            logs.deliver(self.redis, conn.node_id, data)
+        except redis.RedisError:  # the request times out with a 504; nothing to retry
+            log.warning("logs frame not delivered", extra={"node_id": conn.node_id})
 
     def hello(self, conn: AgentConnection, data: dict[str, Any]) -> None:
         now = time.time()
@@ -123,10 +145,15 @@ class FrameDispatch:
         self.pump.deliver_soon(conn)
 
     def agent_event(
-        self, conn: AgentConnection, event: str, data: dict[str, Any], frame_id: str | None
+        self,
+        conn: AgentConnection,
+        event: str,
+        data: dict[str, Any],
+        frame_id: str | None,
+        actor: Actor[..., None] | None = None,
     ) -> None:
         try:
-            self.sends.send(AGENT_EVENT_ACTORS[event], node_id=conn.node_id, **data)
+            self.sends.send(actor or AGENT_EVENT_ACTORS[event], node_id=conn.node_id, **data)
         except redis.RedisError:
             conn.send_error(
                 "unavailable",

@@ -14,6 +14,7 @@ from typing import Any
 
 import docker
 import pytest
+import requests
 
 from tests.fixtures import TestUser
 from tests.procs import (
@@ -39,13 +40,25 @@ COMMAND = ["sh", "-c", "echo hello from dc; trap 'exit 0' TERM; sleep 3600 & wai
 
 
 @pytest.fixture
-def api_key_for() -> Callable[[TestUser], str]:
-    """The one place that says what `dc` authenticates with.
+def api_key_for(platform) -> Callable[[TestUser], str]:
+    """The one place that says what `dc` authenticates with: a real `full` user API key
+    (`dck_...`) made once per user with the user's session through POST /api-keys."""
+    made: dict[str, str] = {}
 
-    User API keys (`dck_...`) are not served yet; the platform takes a session token as the
-    same bearer, so today this is the user's development session token. Switch it to
-    `POST /api-keys` here once that route exists."""
-    return lambda user: user.token
+    def key(user: TestUser) -> str:
+        if user.clerk_id not in made:
+            response = requests.post(
+                f"{platform.url}/api/v1/api-keys",
+                headers=user.headers,
+                json={"name": "dc", "scope": "full"},
+                timeout=10,
+            )
+            assert response.status_code == 201, response.text
+            made[user.clerk_id] = response.json()["api_key"]
+            assert made[user.clerk_id].startswith("dck_")
+        return made[user.clerk_id]
+
+    return key
 
 
 @dataclass

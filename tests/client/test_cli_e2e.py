@@ -7,7 +7,6 @@ from __future__ import annotations
 import shutil
 import subprocess
 import uuid
-import warnings
 
 import pytest
 
@@ -62,22 +61,14 @@ def test_a_renter_searches_rents_waits_reads_logs_and_stops_with_dc(
     table = dc("ls", as_user=renter).ok()
     assert rental_id in table.out and "active" in table.out
 
-    logs = dc("logs", rental_id, "--tail", "50", "--json", as_user=renter)
-    if logs.code == 1 and ROUTE_MISSING in logs.err:
-        # GET /rentals/{id}/logs is in the contract but not served yet; only this step waits.
-        warnings.warn(
-            f"dc logs step skipped: the platform has no GET /rentals/{{id}}/logs yet ({logs.err.strip()})",
-            stacklevel=1,
-        )
-    else:
-        assert wait_until(
-            lambda: (
-                "hello from dc"
-                in dc("logs", rental_id, "--json", as_user=renter).ok().json()["lines"]
-            ),
-            15,
-            what="the container's output in dc logs",
-        )
+    assert wait_until(
+        lambda: (
+            "hello from dc"
+            in dc("logs", rental_id, "--tail", "50", "--json", as_user=renter).ok().json()["lines"]
+        ),
+        15,
+        what="the container's output in dc logs",
+    )
 
     stopped = dc("stop", rental_id, "--wait", "--json", as_user=renter).ok().json()
     assert stopped["id"] == rental_id
@@ -92,15 +83,11 @@ def test_a_renter_searches_rents_waits_reads_logs_and_stops_with_dc(
     assert "items" in ledger and "next_cursor" in ledger
 
 
-def test_dc_logs_prints_the_containers_output_once_the_platform_serves_logs(dc, renter, platform):
+def test_dc_logs_of_an_unknown_rental_exits_1_with_the_routes_own_404(dc, renter, platform):
     probe = dc("logs", str(uuid.uuid4()), "--json", as_user=renter)
     assert probe.code == 1
-    if ROUTE_MISSING in probe.err:
-        pytest.skip(
-            "GET /rentals/{id}/logs is not served by the platform yet (404 for every rental); "
-            "the session test runs the logs step as soon as it is"
-        )
-    assert "404" in probe.err  # the route exists: an unknown rental is a 404 of its own
+    assert ROUTE_MISSING not in probe.err
+    assert "No such rental." in probe.err and "404" in probe.err
 
 
 def test_an_unknown_rental_exits_1_with_the_apis_message_on_stderr(dc, renter):

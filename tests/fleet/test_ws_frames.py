@@ -195,7 +195,7 @@ def test_instance_events_are_handed_to_the_rental_actors(agents, node):
         "node_id": node_id,
         "rental_id": rental_id,
         "reason": "image not found",
-        "failure_code": None,
+        "failure_code": None,  # an agent that sends no code
     }
     assert messages["on_instance_stopped"] == {
         "node_id": node_id,

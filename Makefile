@@ -6,7 +6,8 @@ PY := $(VENV)/bin/python
 RUN := var/run
 LOG := var/log
 API_PORT ?= 8000
-PYTEST_ARGS ?=
+# Two test workers by default (each gets its own database, Redis db and port range).
+PYTEST_ARGS ?= -n 2
 # Run as root on Debian/Ubuntu, the scripts install what is missing with apt-get; anywhere else
 # they name what is missing and stop.
 INSTALL_FLAG := $(shell [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && echo --install)

@@ -115,8 +115,7 @@ def test_when_the_port_pool_runs_out_the_rental_is_cancelled_and_nothing_leaks(
     # Several renters: one account may hold at most MAX_PORTS_PER_USER public ports.
     per_renter = settings.max_ports_per_user // per_rental
     renters = [
-        make_user(f"user_hungry_{i}", balance="100000.0000")
-        for i in range(-(-count // per_renter))
+        make_user(f"user_hungry_{i}", balance="100000.0000") for i in range(-(-count // per_renter))
     ]
     rental_ids = []
     for i in range(count):

@@ -56,6 +56,14 @@ def _lock_rental(session: Session, rental_id: uuid.UUID | str) -> Rental | None:
     ).scalar_one_or_none()
 
 
+def _is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(str(value))
+    except ValueError:
+        return False
+    return True
+
+
 def _lock_node(session: Session, node_id: uuid.UUID) -> HostNode:
     return session.execute(
         select(HostNode).where(HostNode.id == node_id).with_for_update()
@@ -176,7 +184,8 @@ def started(
             extra={"rental_id": rental_id, "node_id": node_id},
         )
         # Whatever it runs, it is not a rental of this node: stop it there.
-        _stop_unaccounted(session, node_id, rental_id, container_id)
+        if _is_uuid(rental_id):
+            _stop_unaccounted(session, node_id, rental_id, container_id)
         return
     if rental.status == PENDING:
         rental.container_id = container_id[:128]

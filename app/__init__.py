@@ -16,9 +16,10 @@ def create_app(settings: Settings | None = None, config: dict[str, Any] | None =
     settings = settings or get_settings()
     from app import db
     from app.auth.tokens import TokenVerifier
-    from app.logging import configure_logging
+    from app.logging import configure_logging, redact_in_logs
 
     configure_logging(settings.log_level)
+    redact_in_logs(settings.frps_plugin_secret, settings.frps_token)
     db.configure(settings.database_url)
 
     app = Flask(__name__)

@@ -23,6 +23,7 @@ from app.env import (
     fernet_keys,
     log_level,
     non_negative_int,
+    non_negative_money,
     percent,
     port,
     port_range,
@@ -92,6 +93,19 @@ class Settings:
     # open, for rotation). None: POST /rentals refuses registry_auth.
     registry_auth_keys: tuple[str, ...] | None = None
     logs_timeout_seconds: float = 5.0  # GET /rentals/{id}/logs waits this long for the agent
+    # What one renter may hold at once (docs/security.md).
+    max_live_rentals_per_user: int = 10
+    max_ports_per_user: int = 100
+    # A stop the agent does not confirm is sent again after this long, and the rental is ended
+    # (ports quarantined, node flagged) after twice this long.
+    rental_stop_timeout_seconds: int = 120
+    # Ports of a rental whose container may still run stay out of the pool this long at most.
+    port_quarantine_seconds: int = 86400
+    # What one agent can make the platform store.
+    agent_max_containers_per_hello: int = 500
+    node_command_stream_max: int = 1000
+    # Smart pricing never suggests less than this per hour for a whole node.
+    pricing_floor_hourly_rate: Decimal = Decimal("0.0100")
 
     @property
     def is_production(self) -> bool:
@@ -194,6 +208,24 @@ SETTINGS: dict[str, Var] = {
     ),
     "api_keys_per_user": Var("API_KEYS_PER_USER", positive_int, "a positive number", "20"),
     "ssh_keys_per_user": Var("SSH_KEYS_PER_USER", positive_int, "a positive number", "50"),
+    "max_live_rentals_per_user": Var(
+        "MAX_LIVE_RENTALS_PER_USER", positive_int, "a positive number", "10"
+    ),
+    "max_ports_per_user": Var("MAX_PORTS_PER_USER", positive_int, "a positive number", "100"),
+    "rental_stop_timeout_seconds": Var("RENTAL_STOP_TIMEOUT_SECONDS", positive_int, SECONDS, "120"),
+    "port_quarantine_seconds": Var("PORT_QUARANTINE_SECONDS", positive_int, SECONDS, "86400"),
+    "agent_max_containers_per_hello": Var(
+        "AGENT_MAX_CONTAINERS_PER_HELLO", positive_int, "a positive number (at most 1000)", "500"
+    ),
+    "node_command_stream_max": Var(
+        "NODE_COMMAND_STREAM_MAX", positive_int, "a positive number of commands", "1000"
+    ),
+    "pricing_floor_hourly_rate": Var(
+        "PRICING_FLOOR_HOURLY_RATE",
+        non_negative_money,
+        "a decimal amount per hour, 0 or more",
+        "0.01",
+    ),
     "billing_tick_seconds": Var("BILLING_TICK_SECONDS", positive_int, SECONDS, "60"),
     "platform_fee_percent": Var(
         "PLATFORM_FEE_PERCENT", percent, "a decimal percentage from 0 to below 100", "10"
@@ -257,6 +289,55 @@ CHECKED_ONLY = (Var("API_PORT", port, PORT, default="8000"),)
 
 # .env.example's placeholders are not secrets: a copied example must not reach production.
 SECRETS = ("frps_token", "frps_plugin_secret", "metrics_token")
+# Values that the development and test set-ups publish (.env.example, tests/conftest.py, the
+# Makefile): anyone can read them, so production refuses them wherever they appear.
+KNOWN_DEV_VALUES = frozenset(
+    {
+        "dev-frps-token",
+        "dev-plugin-secret",
+        "dev-metrics-token",
+        "test-frps-token",
+        "test-plugin-secret",
+        "https://clerk.dev.localhost",
+        "https://clerk.test.localhost",
+        "dev-admin",
+        "test-admin",
+    }
+)
+_CHECKED_FOR_DEV_VALUES = (
+    "FRPS_TOKEN",
+    "FRPS_PLUGIN_SECRET",
+    "METRICS_TOKEN",
+    "CLERK_ISSUER",
+    "CLERK_JWKS_URL",
+    "INFLUXDB_TOKEN",
+)
+
+
+def development_values(settings: Settings, env: Mapping[str, str]) -> list[str]:
+    """What in a production configuration is a published development value (one line each)."""
+    problems = []
+    for name in _CHECKED_FOR_DEV_VALUES:
+        value = (env.get(name) or "").strip()
+        if value.startswith("change-me"):
+            problems.append(f"{name} is still the .env.example placeholder: set a real secret")
+        elif value.rstrip("/") in KNOWN_DEV_VALUES or value.startswith(
+            ("https://clerk.dev.localhost/", "https://clerk.test.localhost/")
+        ):
+            problems.append(f"{name} is a published development value: set your own")
+    for admin in sorted(settings.admin_user_ids & KNOWN_DEV_VALUES):
+        problems.append(f"ADMIN_USER_IDS lists the development admin {admin!r}: list real ones")
+    password = urlparse(settings.database_url).password
+    if password in ("postgres", "password") or (password or "").startswith("change-me"):
+        problems.append(
+            "DATABASE_URL uses a published development password: set the database's real one"
+        )
+    if (env.get("DEV_JWT_PRIVATE_KEY") or "").strip():
+        problems.append(
+            "DEV_JWT_PRIVATE_KEY is set: development tokens are never accepted in production; "
+            "unset it"
+        )
+    return problems
 
 
 def load_settings(environ: Mapping[str, str] | None = None, *, dotenv: bool = True) -> Settings:
@@ -293,12 +374,7 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dotenv: bool = Tr
     ) or (0, 0)
     settings = Settings(app_env=app_env, proxy_port_range=(low, high), **values)
     if not dev:
-        for name in SECRETS:
-            value = getattr(settings, name)
-            if value and value.startswith("change-me"):
-                problems.append(
-                    f"{SETTINGS[name].name} is still the .env.example placeholder: set a real secret"
-                )
+        problems.extend(development_values(settings, env))
     if problems:
         raise ConfigError("invalid configuration: " + "; ".join(problems))
     return settings

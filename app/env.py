@@ -128,6 +128,13 @@ def percent(value: str) -> Decimal:
     return number
 
 
+def non_negative_money(value: str) -> Decimal:
+    number = Decimal(value)
+    if not number.is_finite() or number < 0 or number >= Decimal("1e12"):
+        raise ValueError(value)
+    return number.quantize(Decimal("0.0001"))
+
+
 def non_negative_int(value: str) -> int:
     number = int(value)
     if number < 0:

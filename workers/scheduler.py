@@ -16,7 +16,7 @@ import time
 import redis
 
 from app.config import Settings, load_or_exit
-from app.logging import configure_logging
+from app.logging import configure_logging, redact_in_logs
 from app.queue.periodic import LAST_SENT_KEY, PeriodicJob
 
 log = logging.getLogger("workers.scheduler")
@@ -67,6 +67,7 @@ class Scheduler:
 def main() -> None:
     settings = load_or_exit()
     configure_logging(settings.log_level)
+    redact_in_logs(settings.frps_plugin_secret, settings.frps_token)
     # Entry point: the actors are imported only once the settings are known to be valid.
     from app.actors import periodic_jobs
     from app.redis_client import get_redis

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hmac
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from sqlalchemy import select, update
@@ -41,10 +42,16 @@ def issue_key(session: Session, *, node_id: uuid.UUID) -> NewKey:
 
 def verify_key(session: Session, key: str | None) -> uuid.UUID | None:
     """The node id the key belongs to, or None for a missing, unknown or revoked key."""
+    found = verify_node_key(session, key)
+    return found[0] if found is not None else None
+
+
+def verify_node_key(session: Session, key: str | None) -> tuple[uuid.UUID, uuid.UUID] | None:
+    """(node id, key record id) of a valid key, or None for a missing, unknown or revoked key."""
     if key is None or not NODE_KEYS.looks_like(key):
         return None
     row = session.execute(
-        select(NodeApiKey.node_id, NodeApiKey.key_hash, NodeApiKey.revoked_at).where(
+        select(NodeApiKey.id, NodeApiKey.node_id, NodeApiKey.key_hash, NodeApiKey.revoked_at).where(
             NodeApiKey.prefix == NODE_KEYS.lookup(key)
         )
     ).first()
@@ -54,4 +61,16 @@ def verify_key(session: Session, key: str | None) -> uuid.UUID | None:
         return None
     if not hmac.compare_digest(row.key_hash, candidate) or row.revoked_at is not None:
         return None
-    return row.node_id
+    return row.node_id, row.id
+
+
+def live_key_ids(session: Session, key_ids: Iterable[uuid.UUID]) -> set[uuid.UUID]:
+    """Those of `key_ids` that are not revoked (a connection made with another one must close)."""
+    ids = list(key_ids)
+    if not ids:
+        return set()
+    return set(
+        session.execute(
+            select(NodeApiKey.id).where(NodeApiKey.id.in_(ids), NodeApiKey.revoked_at.is_(None))
+        ).scalars()
+    )

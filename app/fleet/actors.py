@@ -58,18 +58,24 @@ def record_hello(
         timeout_seconds=get_settings().heartbeat_timeout_seconds,
     )
     stale = liveness.stale_containers(session, node_id=node.id, containers=containers)
+    released = liveness.reconcile(session, node=node, containers=containers)
     if node.status != NodeStatus.OFFLINE:
         live.clear_offline_after_commit(session, [node_id])
     for container in stale:
-        # A redelivered hello queues the same stop again; the agent treats it as done.
+        # One queued stop per container (a repeat supersedes it), dropped first when the node's
+        # command stream is full: the next hello reports the container again.
         commands.send_after_commit(
             session,
             node_id,
             "stop_instance",
             {"rental_id": container["rental_id"], "container_id": container["container_id"]},
+            disposable=True,
         )
-    if stale:
-        log.info("stale containers stopped", extra={"node_id": node_id, "count": len(stale)})
+    if stale or released:
+        log.info(
+            "containers reconciled",
+            extra={"node_id": node_id, "stopped": len(stale), "ports_released": released},
+        )
 
 
 @actor(queue_name="fleet", time_limit=30_000, **RETRIES)

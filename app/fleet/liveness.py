@@ -19,6 +19,7 @@ from app.enums import NodeStatus
 from app.fleet.events import node_changed
 from app.fleet.models import HostNode
 from app.fleet.state import transition_node
+from app.proxy.service import quarantined_rentals, release_quarantine
 from app.rentals.service import live_rentals_for_node
 
 # Declared sizes are nominal; what an OS or NVML reports is a little less (64 GB of RAM shows as
@@ -89,6 +90,29 @@ def stale_containers(
         ):
             stale.append(container)
     return stale
+
+
+def reconcile(session: Session, *, node: HostNode, containers: list[dict[str, Any]]) -> int:
+    """The agent reported every container it has: the quarantined ports of ended rentals that it
+    no longer runs go back to the pool (the others wait for their `instance_stopped`), and the
+    node's `needs_reconcile` flag is cleared once none is left. `node` must be locked.
+
+    Returns how many rentals' ports were released.
+    """
+    quarantined = quarantined_rentals(session, node_id=node.id)
+    reported = {str(c.get("rental_id")) for c in containers}
+    gone = [rental_id for rental_id in quarantined if str(rental_id) not in reported]
+    release_quarantine(session, rental_ids=gone)
+    if len(gone) == len(quarantined):
+        clear_reconcile(session, node)
+    return len(gone)
+
+
+def clear_reconcile(session: Session, node: HostNode) -> None:
+    """Clear the node's `needs_reconcile` flag if none of its ports is quarantined any more."""
+    if node.needs_reconcile and not quarantined_rentals(session, node_id=node.id):
+        node.needs_reconcile = False
+        node_changed(session, node.id)
 
 
 def flush_last_seen(session: Session, seen: Mapping[str, float]) -> int:

@@ -53,6 +53,11 @@ class HostNode(Base):
     draining: Mapped[bool] = mapped_column(
         Boolean, nullable=False, default=False, server_default=text("false")
     )
+    # The agent did not confirm a stop (or the node went away with a rental on it): until it
+    # reconnects and reports its containers, some of its rentals' ports stay quarantined.
+    needs_reconcile: Mapped[bool] = mapped_column(
+        Boolean, nullable=False, default=False, server_default=text("false")
+    )
     verified: Mapped[bool] = mapped_column(
         Boolean, nullable=False, default=False, server_default=text("false")
     )

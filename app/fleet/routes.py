@@ -10,7 +10,7 @@ from flask_smorest import Blueprint
 from app.auth.current import BEARER_AUTH, current_user, is_admin, login_required
 from app.errors import ServiceUnavailable
 from app.fleet import service
-from app.fleet.commands import disconnect_node, send_to_node
+from app.fleet.commands import disconnect_node, reconnect_node, send_to_node, withdraw_drain
 from app.fleet.metrics import query_series, reader
 from app.fleet.schemas import (
     ApiKeySchema,
@@ -121,6 +121,30 @@ class NodeDrain(MethodView):
             # The node is hidden from offers already; asking again sends the command again.
             raise ServiceUnavailable(
                 "The node is draining, but its agent could not be told yet; try again.",
+                headers={"Retry-After": "5"},
+            ) from None
+        return node
+
+
+@blp.route("/nodes/<uuid:node_id>/undrain")
+class NodeUndrain(MethodView):
+    decorators = [login_required]
+
+    @blp.response(202, NodeSchema)
+    @blp.doc(security=BEARER_AUTH)
+    def post(self, node_id: uuid.UUID):
+        """Undrain the node: it is offered again; its agent takes new rentals again."""
+        session = db_session()
+        node = service.undrain_node(session, owner=current_user(), node_id=node_id)
+        session.commit()
+        try:
+            # The protocol has no "undrain" command: the agent reconnects, and the `welcome` of
+            # its new connection says `draining: false` (every agent version understands that).
+            withdraw_drain(node.id)
+            reconnect_node(node.id)
+        except redis.RedisError:
+            raise ServiceUnavailable(
+                "The node is offered again, but its agent could not be told yet; try again.",
                 headers={"Retry-After": "5"},
             ) from None
         return node

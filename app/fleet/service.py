@@ -146,6 +146,17 @@ def drain_node(session: Session, *, owner: User, node_id: uuid.UUID) -> HostNode
     return node
 
 
+def undrain_node(session: Session, *, owner: User, node_id: uuid.UUID) -> HostNode:
+    """Offer the node for new rentals again (drain is not one-way)."""
+    node = get_owned_node(session, owner=owner, node_id=node_id, lock=True)
+    if node.draining:
+        node.draining = False
+        node_changed(session, node.id)
+        session.flush()
+        session.refresh(node)
+    return node
+
+
 def node_for_metrics(session: Session, *, user: User, admin: bool, node_id: uuid.UUID) -> HostNode:
     """The node when `user` owns it or is an admin; 404 otherwise."""
     if not admin:

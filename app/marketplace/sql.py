@@ -14,7 +14,10 @@ from typing import Any
 EARTH_RADIUS_KM = 6371.0088
 KM_PER_DEGREE = 2 * math.pi * EARTH_RADIUS_KM / 360
 # What a renter may rent now. The partial offer indexes (migration 0005) use exactly this.
-OFFER_PREDICATE = "n.status = 'online' AND NOT n.draining AND NOT n.maintenance"
+# (needs_reconcile: not in the partial indexes' predicates, which this one still implies.)
+OFFER_PREDICATE = (
+    "n.status = 'online' AND NOT n.draining AND NOT n.maintenance AND NOT n.needs_reconcile"
+)
 
 
 @dataclass

@@ -2,10 +2,15 @@
 
 The formula (documented in docs/pricing-baseline.md):
 
-* Comparable nodes: GPU nodes with the same GPU model (ignoring case) that are online or busy,
-  the node itself excluded.
+* Comparable nodes: **verified** GPU nodes (their agent detected at least the declared hardware)
+  with the same GPU model (ignoring case) that are online or busy, the node itself excluded.
+  Registering nodes is free, so unverified ones would let anyone move the market.
 * Market sample: the per-GPU prices (hourly_rate / gpu_count) of the comparable nodes whose price
-  the host set (auto-matching nodes are left out, or the job would chase its own output).
+  the host set (auto-matching nodes are left out, or the job would chase its own output), with
+  outliers trimmed on the log scale (prices are compared as ratios): a price whose log is further
+  than OUTLIER_MADS scaled median absolute deviations (1.4826 x MAD of the logs, at least
+  MIN_LOG_SPREAD) from the median log is left out. With honest prices from 0.30 to 0.60 that
+  keeps roughly 0.19 to 0.98 and drops a 0.0001 or a 50.
   p25, median and p75 use linear interpolation and are scaled to this node's gpu_count.
 * Basis: "market" (the median) when the sample holds at least MIN_SAMPLES prices, otherwise
   "baseline" (app.pricing.baseline: a reference price per GPU model; CPU-only nodes per core and
@@ -14,13 +19,16 @@ The formula (documented in docs/pricing-baseline.md):
   comparable nodes the basis price is multiplied by
   1 + MAX_SURGE * (b - 0.5) / 0.5 when b >= 0.5 (up to +20 % when all are busy), and
   1 - MAX_DISCOUNT * (0.5 - b) / 0.5 when b < 0.5 (down to -10 % when none is); else by 1.
-* suggested = quantize(basis price * multiplier), at least 0.0001.
+* suggested = quantize(basis price * multiplier), at least PRICING_FLOOR_HOURLY_RATE (a
+  platform setting); auto-matching never sets a node below its own min_hourly_rate either.
 
 Functions never commit.
 """
 
 from __future__ import annotations
 
+import math
+import statistics
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,6 +38,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from app.config import get_settings
 from app.enums import NodeStatus
 from app.fleet.events import node_changed
 from app.fleet.models import HostNode
@@ -42,6 +51,9 @@ TARGET_BUSY = Decimal("0.5")
 MAX_SURGE = Decimal("0.20")
 MAX_DISCOUNT = Decimal("0.10")
 SMALLEST_RATE = Decimal("0.0001")
+OUTLIER_MADS = Decimal(3)
+MAD_SCALE = Decimal("1.4826")  # makes the MAD estimate a standard deviation for normal data
+MIN_LOG_SPREAD = 0.05
 
 
 @dataclass(frozen=True)
@@ -121,6 +133,19 @@ def percentile(sorted_values: Sequence[Decimal], fraction: Decimal) -> Decimal:
     return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * weight
 
 
+def trim_outliers(sorted_values: Sequence[Decimal]) -> list[Decimal]:
+    """The values within OUTLIER_MADS scaled MADs of their median, on the log scale (see the
+    module docstring). Only decides what to keep: the kept values are returned unchanged."""
+    if len(sorted_values) < 3:
+        return list(sorted_values)
+    logs = [math.log(max(float(v), 1e-9)) for v in sorted_values]
+    median = statistics.median(logs)
+    mad = statistics.median(abs(x - median) for x in logs)
+    spread = max(float(MAD_SCALE) * mad, MIN_LOG_SPREAD)
+    limit = float(OUTLIER_MADS) * spread
+    return [v for v, x in zip(sorted_values, logs, strict=True) if abs(x - median) <= limit]
+
+
 def demand_multiplier(similar: int, busy: int) -> tuple[Decimal | None, Decimal]:
     """(busy fraction, price multiplier) for the comparable nodes; 1 when too few to judge."""
     if similar == 0:
@@ -138,8 +163,11 @@ def demand_multiplier(similar: int, busy: int) -> tuple[Decimal | None, Decimal]
 class SmartPricingService:
     """Suggests prices from a snapshot of the market, loaded once per GPU model per instance."""
 
-    def __init__(self, session: Session):
+    def __init__(self, session: Session, *, floor: Decimal | None = None):
         self.session = session
+        self.floor = max(
+            SMALLEST_RATE, get_settings().pricing_floor_hourly_rate if floor is None else floor
+        )
         self._peers: dict[str, list[Peer]] = {}
 
     def peers(self, gpu_model: str) -> list[Peer]:
@@ -155,6 +183,7 @@ class SmartPricingService:
                 ).where(
                     func.lower(HostNode.gpu_model) == key,
                     HostNode.gpu_count > 0,
+                    HostNode.verified.is_(True),
                     HostNode.status.in_([NodeStatus.ONLINE, NodeStatus.BUSY]),
                 )
             ).all()
@@ -177,7 +206,7 @@ class SmartPricingService:
                 int(node.specs["cpu_cores"]), Decimal(str(node.specs["ram_gb"]))
             )
             return Suggestion(
-                _positive(baseline.per_unit),
+                self._floored(baseline.per_unit),
                 "baseline",
                 MarketStats(0, None, None, None),
                 Demand(0, 0, None, Decimal(1)),
@@ -185,7 +214,7 @@ class SmartPricingService:
             )
 
         peers = [p for p in self.peers(str(node.specs["gpu_model"])) if p.id != node.id]
-        prices = sorted(p.per_gpu for p in peers if not p.auto_match)
+        prices = trim_outliers(sorted(p.per_gpu for p in peers if not p.auto_match))
         busy = sum(1 for p in peers if p.busy)
         fraction, multiplier = demand_multiplier(len(peers), busy)
         demand = Demand(len(peers), busy, fraction, multiplier)
@@ -202,17 +231,20 @@ class SmartPricingService:
 
         if len(prices) >= MIN_SAMPLES:
             base = percentile(prices, Decimal("0.5")) * count
-            return Suggestion(_positive(base * multiplier), "market", market, demand, None)
+            return Suggestion(self._floored(base * multiplier), "market", market, demand, None)
         baseline = gpu_baseline(
             str(node.specs["gpu_model"]), Decimal(str(node.specs.get("gpu_vram_gb") or 0))
         )
         return Suggestion(
-            _positive(baseline.per_unit * count * multiplier), "baseline", market, demand, baseline
+            self._floored(baseline.per_unit * count * multiplier),
+            "baseline",
+            market,
+            demand,
+            baseline,
         )
 
-
-def _positive(value: Decimal) -> Decimal:
-    return max(quantize(value), SMALLEST_RATE)
+    def _floored(self, value: Decimal) -> Decimal:
+        return max(quantize(value), self.floor)
 
 
 def suggest_for_node(session: Session, *, node: HostNode) -> Suggestion:

@@ -31,6 +31,12 @@ class PortAllocation(Base):
             unique=True,
             postgresql_where=text("released_at IS NULL"),
         ),
+        Index(
+            "ix_port_allocations_quarantined",
+            "node_id",
+            "quarantined_until",
+            postgresql_where=text("released_at IS NULL AND quarantined_until IS NOT NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
@@ -46,6 +52,9 @@ class PortAllocation(Base):
         DateTime(timezone=True), nullable=False, server_default=text("now()")
     )
     released_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Set when the rental ended but its container (and tunnel) may still run: the port stays out
+    # of the pool until the agent reconciles or this time passes.
+    quarantined_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     proxy_name: Mapped[str | None] = mapped_column(String(200))
     proxy_opened_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     proxy_closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

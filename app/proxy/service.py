@@ -16,10 +16,12 @@ import hashlib
 import hmac
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, text, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session
 
 from app.db import utcnow
@@ -117,6 +119,78 @@ def release_ports(session: Session, *, rental_id: uuid.UUID) -> int:
         .values(released_at=utcnow())
     )
     return int(getattr(result, "rowcount", 0) or 0)
+
+
+def quarantine_ports(session: Session, *, rental_id: uuid.UUID, until: datetime) -> int:
+    """Keep the ended rental's ports out of the pool until `until`: its container and tunnel may
+    still run (frpc has its own connection to frps), so a new rental must not get them yet.
+
+    The ports stay allocated (not released), so neither the pool nor frps hands them out: frps
+    only opens a port for a live rental. Returns how many were quarantined.
+    """
+    result = session.execute(
+        update(PortAllocation)
+        .where(PortAllocation.rental_id == rental_id, PortAllocation.released_at.is_(None))
+        .values(quarantined_until=until)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def quarantined_rentals(session: Session, *, node_id: uuid.UUID) -> set[uuid.UUID]:
+    """The ended rentals of the node whose ports are still quarantined."""
+    return set(
+        session.execute(
+            select(PortAllocation.rental_id).where(
+                PortAllocation.node_id == node_id,
+                PortAllocation.released_at.is_(None),
+                PortAllocation.quarantined_until.is_not(None),
+            )
+        ).scalars()
+    )
+
+
+def release_quarantine(session: Session, *, rental_ids: Iterable[uuid.UUID]) -> int:
+    """The rentals' containers are known to be gone: their quarantined ports go back."""
+    ids = list(rental_ids)
+    if not ids:
+        return 0
+    result = session.execute(
+        update(PortAllocation)
+        .where(
+            PortAllocation.rental_id.in_(ids),
+            PortAllocation.released_at.is_(None),
+            PortAllocation.quarantined_until.is_not(None),
+        )
+        .values(released_at=utcnow())
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def release_expired_quarantine(session: Session, *, now: datetime) -> list[uuid.UUID]:
+    """Release every quarantine past its safety period; return the nodes concerned."""
+    rows = session.execute(
+        update(PortAllocation)
+        .where(
+            PortAllocation.released_at.is_(None),
+            PortAllocation.quarantined_until.is_not(None),
+            PortAllocation.quarantined_until <= now,
+        )
+        .values(released_at=now)
+        .returning(PortAllocation.node_id)
+    ).scalars()
+    return sorted(set(rows))
+
+
+def ports_held_by(session: Session, *, renter_id: uuid.UUID) -> int:
+    """Public ports held by the renter's live rentals (allocated, or asked for and not yet)."""
+    return int(
+        session.execute(
+            select(func.coalesce(func.sum(func.jsonb_array_length(Rental.ports)), 0)).where(
+                Rental.renter_id == renter_id,
+                Rental.status.in_([RentalStatus.PENDING, RentalStatus.ACTIVE]),
+            )
+        ).scalar_one()
+    )
 
 
 # ---------------------------------------------------------------------------- tunnel identity
@@ -250,11 +324,19 @@ def new_proxy(session: Session, *, content: dict[str, Any], secret: str) -> Verd
     return Verdict(True)
 
 
-def close_proxy(session: Session, *, content: dict[str, Any]) -> Verdict:
+def close_proxy(session: Session, *, content: dict[str, Any], secret: str) -> Verdict:
+    """Record that a proxy closed; only the proxy's own node (proven as for NewProxy) may."""
     user = content.get("user")
-    node_id = _node_of_user(user.get("user") if isinstance(user, dict) else None)
+    if not isinstance(user, dict):
+        return _reject("content.user is missing")
+    identity = _verify_identity(
+        session, user=user.get("user"), metas=user.get("metas"), secret=secret
+    )
+    if isinstance(identity, Verdict):
+        return identity
+    node_id = identity
     proxy_name = content.get("proxy_name")
-    if node_id is not None and isinstance(proxy_name, str):
+    if isinstance(proxy_name, str):
         session.execute(
             update(PortAllocation)
             .where(
@@ -265,4 +347,4 @@ def close_proxy(session: Session, *, content: dict[str, Any]) -> Verdict:
             )
             .values(proxy_closed_at=utcnow())
         )
-    return Verdict(True)  # frps ignores the answer to CloseProxy
+    return Verdict(True)  # frps ignores the answer to CloseProxy (it only logs a rejection)

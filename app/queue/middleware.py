@@ -12,7 +12,7 @@ from dramatiq.middleware import Middleware
 
 from app import db
 from app.config import get_settings
-from app.logging import configure_logging, correlation_id
+from app.logging import configure_logging, correlation_id, redact_in_logs
 from app.queue.recorder import OpsRecorder
 
 log = logging.getLogger("workers")
@@ -22,6 +22,7 @@ class ProcessSetup(Middleware):
     def after_process_boot(self, broker: dramatiq.Broker) -> None:
         settings = get_settings()
         configure_logging(settings.log_level)
+        redact_in_logs(settings.frps_plugin_secret, settings.frps_token)
         db.configure(settings.database_url)
 
 

@@ -121,7 +121,38 @@ def on_instance_stopped(
 @unit_of_work
 def stop_rental(session: Session, rental_id: str, reason: str | None = None) -> None:
     """Stop a rental through the normal path (billing uses it for `insufficient balance`)."""
-    lifecycle.stop(session, rental_id=rental_id, reason=reason)
+    due = lifecycle.stop(session, rental_id=rental_id, reason=reason, settings=get_settings())
+    _check_stop_in(session, rental_id, due)
+
+
+def _check_stop_in(session: Session, rental_id: str, seconds: float | None) -> None:
+    if seconds is not None:
+        check_stop_timeout.send_after_commit_with_delay(
+            session, int(seconds * 1000) + START_CHECK_SLACK_MS, rental_id=rental_id
+        )
+
+
+@actor(queue_name="rentals", **RETRIES)
+@unit_of_work
+def check_stop_timeout(session: Session, rental_id: str) -> None:
+    """Send an unconfirmed stop again; end the rental if it is still not confirmed later."""
+    due = lifecycle.check_stop(session, rental_id=rental_id, settings=get_settings())
+    _check_stop_in(session, rental_id, due)
+
+
+@actor(queue_name="rentals", max_retries=3, time_limit=60_000)
+@unit_of_work
+def check_overdue_stops(session: Session) -> None:
+    """Periodic: a safety net for stop checks whose delayed message was lost."""
+    for rental_id in lifecycle.overdue_stops(session, settings=get_settings()):
+        check_stop_timeout.send_after_commit(session, rental_id=rental_id)
+
+
+@actor(queue_name="rentals", max_retries=3, time_limit=60_000)
+@unit_of_work
+def end_expired_port_quarantines(session: Session) -> None:
+    """Periodic: ports quarantined longer than PORT_QUARANTINE_SECONDS go back to the pool."""
+    lifecycle.end_expired_quarantines(session)
 
 
 @actor(queue_name="rentals", **RETRIES)
@@ -158,4 +189,6 @@ def expire_pending_rentals(session: Session) -> None:
 PERIODIC_JOBS = register(
     PeriodicJob(end_rentals_on_offline_nodes, lambda settings: 30),
     PeriodicJob(expire_pending_rentals, lambda settings: 60),
+    PeriodicJob(check_overdue_stops, lambda settings: 30),
+    PeriodicJob(end_expired_port_quarantines, lambda settings: 300),
 )

@@ -14,6 +14,7 @@ class Unavailable(StrEnum):
     DRAINING = "draining"
     BUSY = "busy"
     OFFLINE = "offline"
+    RECONCILING = "reconciling"
 
 
 def why_unavailable(node: HostNode) -> Unavailable | None:
@@ -23,6 +24,8 @@ def why_unavailable(node: HostNode) -> Unavailable | None:
         return Unavailable.MAINTENANCE
     if node.draining:
         return Unavailable.DRAINING
+    if node.needs_reconcile:
+        return Unavailable.RECONCILING
     if node.status == NodeStatus.BUSY:
         return Unavailable.BUSY
     if node.status != NodeStatus.ONLINE:
@@ -36,6 +39,7 @@ REQUEST_REFUSED: dict[Unavailable, str] = {
     Unavailable.DRAINING: "The node is draining and takes no new rentals.",
     Unavailable.BUSY: "The node is already rented.",
     Unavailable.OFFLINE: "The node is offline.",
+    Unavailable.RECONCILING: "The node must report its containers before it takes new rentals.",
 }
 
 # The failure reason of a pending rental cancelled because its node changed before it started.
@@ -44,4 +48,5 @@ NOT_STARTED: dict[Unavailable, str] = {
     Unavailable.DRAINING: "the node is draining",
     Unavailable.BUSY: "the node went offline before the rental started",
     Unavailable.OFFLINE: "the node went offline before the rental started",
+    Unavailable.RECONCILING: "the node must report its containers before it takes new rentals",
 }

@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import uuid
 from datetime import datetime, timedelta
-from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import func, select
@@ -25,19 +24,24 @@ from app.config import Settings
 from app.db import utcnow
 from app.enums import NodeStatus
 from app.fleet import commands
+from app.fleet.events import node_changed
+from app.fleet.liveness import clear_reconcile
 from app.fleet.models import HostNode
 from app.fleet.state import transition_node
 from app.proxy.service import (
     PortPoolExhausted,
     allocate_ports,
     live_ports,
+    quarantine_ports,
+    release_expired_quarantine,
     release_ports,
-    tunnel_settings,
+    release_quarantine,
 )
 from app.rentals import launch
 from app.rentals.availability import NOT_STARTED, Unavailable, why_unavailable
 from app.rentals.models import Rental
 from app.rentals.service import rental_event
+from app.rentals.start_command import start_deadline, start_instance_data
 from app.rentals.state import (
     ACTIVE,
     CANCELLED,
@@ -64,6 +68,14 @@ def _lock_rental(session: Session, rental_id: uuid.UUID | str) -> Rental | None:
     ).scalar_one_or_none()
 
 
+def _is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(str(value))
+    except ValueError:
+        return False
+    return True
+
+
 def _lock_node(session: Session, node_id: uuid.UUID) -> HostNode:
     return session.execute(
         select(HostNode).where(HostNode.id == node_id).with_for_update()
@@ -86,6 +98,19 @@ def _send_stop(session: Session, rental: Rental) -> None:
     )
 
 
+def _stop_unaccounted(
+    session: Session, node_id: uuid.UUID | str, rental_id: str, container: str
+) -> None:
+    """Stop a container the platform does not account for (the agent says it runs it)."""
+    commands.send_after_commit(
+        session,
+        node_id,
+        "stop_instance",
+        {"rental_id": rental_id, "container_id": container[:128]},
+        disposable=True,
+    )
+
+
 def _cancel(
     session: Session, rental: Rental, node: HostNode, reason: str, code: str | None = None
 ) -> None:
@@ -103,11 +128,19 @@ def _complete(
     reason: str | None,
     at: datetime | None = None,
     bill_until: datetime | None = None,
+    quarantine_until: datetime | None = None,
 ) -> None:
+    """End an active rental. With `quarantine_until` its container may still run (the agent did
+    not confirm): the ports stay out of the pool and the node is flagged until it reconciles."""
     end = at or utcnow()
     transition_rental(session, rental, COMPLETED, reason=reason, at=end)
     billing.settle_rental(session, rental, bill_until or end)
-    release_ports(session, rental_id=rental.id)
+    if quarantine_until is None:
+        release_ports(session, rental_id=rental.id)
+    else:
+        quarantine_ports(session, rental_id=rental.id, until=quarantine_until)
+        node.needs_reconcile = True
+        node_changed(session, node.id)
     _free_node(session, node, rental)
     rental_event(session, rental, EventType.RENTAL_COMPLETED)
 
@@ -167,45 +200,22 @@ def provision(session: Session, *, rental_id: str, settings: Settings) -> float 
             "insufficient_resources",
         )
         return None
-    now = utcnow()
-    timeout = settings.rental_start_timeout_seconds
-    data: dict[str, Any] = {
-        "rental_id": str(rental.id),
-        "image": rental.image,
-        "command": rental.command,
-        "resource_limits": _resource_limits(node),
-        "env_vars": dict(rental.env or {}),
-        "proxy_port_mapping": {str(c): p for c, p in sorted(mapping.items())},
-        "tunnel": tunnel_settings(session, node_id=node.id, settings=settings),
-        "entrypoint": rental.entrypoint,
-        "onstart": rental.onstart,
-        "ssh_keys": keys,
-        "registry_auth": registry_auth,
-        # A start command that reaches the agent after this is refused (start_timeout).
-        "expires_at": (now + timedelta(seconds=timeout)).isoformat(),
-    }
-    commands.send_after_commit(session, node.id, "start_instance", data)
-    return max(0.0, timeout - (now - _progress_since(rental)).total_seconds())
-
-
-def _progress_since(rental: Rental) -> datetime:
-    """Since when the start timeout counts: the rental's creation or its last reported progress."""
-    if rental.last_progress_at is not None and rental.last_progress_at > rental.created_at:
-        return rental.last_progress_at
-    return rental.created_at
-
-
-def _resource_limits(node: HostNode) -> dict[str, Any]:
-    """A rental takes the whole node: every GPU, its cores and its memory."""
-    specs = node.specs or {}
-    limits: dict[str, Any] = {
-        "gpu_indices": [str(i) for i in range(int(specs.get("gpu_count") or 0))]
-    }
-    if specs.get("cpu_cores"):
-        limits["cpu_cores"] = float(specs["cpu_cores"])
-    if specs.get("ram_gb"):
-        limits["ram_limit"] = f"{max(1, int(Decimal(str(specs['ram_gb'])) * 1024))}m"
-    return limits
+    data = start_instance_data(
+        session,
+        rental=rental,
+        node=node,
+        mapping=mapping,
+        settings=settings,
+        ssh_keys=keys,
+        registry_auth=registry_auth,
+    )
+    # Past the start timeout the rental is cancelled: a start that reaches the agent later (after
+    # an outage) must not run. The pump drops it, and the agent refuses it.
+    deadline = start_deadline(rental, settings)
+    commands.send_after_commit(
+        session, node.id, "start_instance", data, expires_at=deadline.timestamp()
+    )
+    return max(0.0, (deadline - utcnow()).total_seconds())
 
 
 def connection_info(mapping: dict[int, int], host: str) -> dict[str, Any]:
@@ -225,6 +235,9 @@ def started(
             "instance_started for an unknown rental",
             extra={"rental_id": rental_id, "node_id": node_id},
         )
+        # Whatever it runs, it is not a rental of this node: stop it there.
+        if _is_uuid(rental_id):
+            _stop_unaccounted(session, node_id, rental_id, container_id)
         return
     if rental.status == PENDING:
         rental.container_id = container_id[:128]
@@ -240,6 +253,15 @@ def started(
         # Started after we gave up on it (timeout or stop): the container must not run.
         rental.container_id = rental.container_id or container_id[:128]
         _send_stop(session, rental)
+        return
+    if rental.container_id != container_id:
+        # A second container for the rental, or one for a rental that already ended with
+        # another container: the platform accounts for neither, so it must not run.
+        log.warning(
+            "instance_started for a container the platform does not account for",
+            extra={"rental_id": rental_id, "node_id": node_id},
+        )
+        _stop_unaccounted(session, node_id, str(rental.id), container_id)
 
 
 def failed(
@@ -285,7 +307,11 @@ def stopped(
 ) -> None:
     """instance_stopped: the container is gone, asked to or by itself."""
     rental = _lock_rental(session, rental_id)
-    if rental is None or str(rental.node_id) != str(node_id) or rental.status not in LIVE:
+    if rental is None or str(rental.node_id) != str(node_id):
+        return
+    if rental.status not in LIVE:
+        if not container_id or rental.container_id in (None, container_id):
+            _container_gone(session, rental)
         return
     if container_id and rental.container_id and container_id != rental.container_id:
         log.warning(
@@ -302,17 +328,29 @@ def stopped(
         _complete(session, rental, node, reason=_exit_text(exit_code, before=False))
 
 
+def _container_gone(session: Session, rental: Rental) -> None:
+    """An ended rental's container is confirmed gone: its quarantined ports go back."""
+    if release_quarantine(session, rental_ids=[rental.id]):
+        clear_reconcile(session, _lock_node(session, rental.node_id))
+
+
 def _exit_text(exit_code: int | None, *, before: bool) -> str:
     when = "before it was reported running" if before else "by itself"
     code = f" with code {exit_code}" if exit_code is not None else ""
     return f"the container exited {when}{code}"
 
 
-def stop(session: Session, *, rental_id: str, reason: str | None) -> None:
-    """Stop a rental: a pending one is cancelled now; an active one is told to stop."""
+def stop(
+    session: Session, *, rental_id: str, reason: str | None, settings: Settings
+) -> float | None:
+    """Stop a rental: a pending one is cancelled now; an active one is told to stop.
+
+    Returns the seconds until the stop is due to be confirmed (the caller schedules
+    :func:`check_stop`), None when nothing waits for the agent.
+    """
     rental = _lock_rental(session, rental_id)
     if rental is None or rental.status not in LIVE:
-        return
+        return None
     if rental.stop_requested_at is None:
         rental.stop_requested_at = utcnow()
         rental_event(session, rental, EventType.RENTAL_STOP_REQUESTED)
@@ -323,6 +361,60 @@ def stop(session: Session, *, rental_id: str, reason: str | None) -> None:
         _cancel(session, rental, node, rental.stop_reason or "stopped before it started")
     # A pending rental's container may be starting already: tell the agent either way.
     _send_stop(session, rental)
+    if rental.status != ACTIVE:
+        return None
+    waited = (utcnow() - rental.stop_requested_at).total_seconds()
+    return max(0.0, settings.rental_stop_timeout_seconds - waited)
+
+
+def check_stop(session: Session, *, rental_id: str, settings: Settings) -> float | None:
+    """A stop the agent has not confirmed: after RENTAL_STOP_TIMEOUT_SECONDS send it again;
+    after twice that, end the rental `completed` anyway, keep its ports quarantined and flag the
+    node, whose agent is asked to reconnect and report its containers.
+
+    Billing ends when the stop was asked for. Returns the seconds until the next check, or None.
+    """
+    rental = _lock_rental(session, rental_id)
+    if rental is None or rental.status != ACTIVE or rental.stop_requested_at is None:
+        return None
+    timeout = settings.rental_stop_timeout_seconds
+    waited = (utcnow() - rental.stop_requested_at).total_seconds()
+    if waited < timeout:
+        return timeout - waited
+    if waited < 2 * timeout:
+        _send_stop(session, rental)  # replaces the queued one (app/fleet/commands.py)
+        log.warning("stop not confirmed; sent again", extra={"rental_id": rental_id})
+        return 2 * timeout - waited
+    node = _lock_node(session, rental.node_id)
+    now = utcnow()
+    _complete(
+        session,
+        rental,
+        node,
+        reason=f"the node did not confirm the stop within {2 * timeout} s",
+        at=now,
+        bill_until=max(rental.start_time or rental.stop_requested_at, rental.stop_requested_at),
+        quarantine_until=now + timedelta(seconds=settings.port_quarantine_seconds),
+    )
+    _send_stop(session, rental)  # stays queued until the agent takes it
+    commands.reconnect_after_commit(session, node.id)
+    log.warning("stop never confirmed; rental ended", extra={"rental_id": rental_id})
+    return None
+
+
+def overdue_stops(session: Session, *, settings: Settings) -> list[str]:
+    """Active rentals whose stop is not confirmed after RENTAL_STOP_TIMEOUT_SECONDS."""
+    cutoff = utcnow() - timedelta(seconds=settings.rental_stop_timeout_seconds)
+    return [
+        str(i)
+        for i in session.execute(
+            select(Rental.id).where(
+                Rental.status == ACTIVE,
+                Rental.stop_requested_at.is_not(None),
+                Rental.stop_requested_at <= cutoff,
+            )
+        ).scalars()
+    ]
 
 
 def check_start(session: Session, *, rental_id: str, settings: Settings) -> float | None:
@@ -334,7 +426,7 @@ def check_start(session: Session, *, rental_id: str, settings: Settings) -> floa
     if rental is None or rental.status != PENDING:
         return None
     timeout = settings.rental_start_timeout_seconds
-    remaining = timeout - (utcnow() - _progress_since(rental)).total_seconds()
+    remaining = (start_deadline(rental, settings) - utcnow()).total_seconds()
     if remaining > 0:
         return remaining
     node = _lock_node(session, rental.node_id)
@@ -404,5 +496,23 @@ def end_on_offline_node(session: Session, *, rental_id: str, settings: Settings)
         return
     last_seen = node.last_seen_at or since
     bill_until = max(rental.start_time or last_seen, min(last_seen, now))
-    _complete(session, rental, node, reason=NODE_OFFLINE, at=now, bill_until=bill_until)
+    # The container and its tunnel may still run (frpc has its own connection to frps): the ports
+    # stay quarantined until the agent comes back and reconciles, or for the safety period.
+    _complete(
+        session,
+        rental,
+        node,
+        reason=NODE_OFFLINE,
+        at=now,
+        bill_until=bill_until,
+        quarantine_until=now + timedelta(seconds=settings.port_quarantine_seconds),
+    )
     _send_stop(session, rental)
+
+
+def end_expired_quarantines(session: Session) -> int:
+    """Ports quarantined longer than PORT_QUARANTINE_SECONDS go back to the pool."""
+    nodes = release_expired_quarantine(session, now=utcnow())
+    for node_id in nodes:
+        clear_reconcile(session, _lock_node(session, node_id))
+    return len(nodes)

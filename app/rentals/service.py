@@ -22,14 +22,16 @@ from app.billing.rules import cost_so_far, credit_minutes_left
 from app.config import Settings
 from app.db import utcnow
 from app.enums import RentalStatus
-from app.errors import Conflict, NotFound, PaymentRequired, ValidationFailed
+from app.errors import Conflict, NotFound, PaymentRequired, TooManyRequests, ValidationFailed
 from app.fleet.models import HostNode
 from app.money import quantize, to_wire
 from app.pagination import newest_first_page
+from app.proxy.service import ports_held_by
 from app.rentals import launch
 from app.rentals.availability import REQUEST_REFUSED, Unavailable, why_unavailable
 from app.rentals.models import Rental
 from app.rentals.schemas import RentalSchema
+from app.rentals.start_command import check_fits
 from app.rentals.state import ACTIVE, LIVE
 from app.webhooks.events import record_event
 from app.webhooks.models import EventType
@@ -81,8 +83,16 @@ def create_rental(
     problem = why_unavailable(node)
     if problem in (None, Unavailable.OFFLINE) and _has_live_rental(session, node.id):
         problem = Unavailable.BUSY
+    if problem is not None and problem != Unavailable.BUSY:
+        # Another host's node that is not on offer (offline, maintenance, draining, reconciling)
+        # is not revealed: the same 404 as a node that does not exist.
+        raise NotFound("No such node.")
     if problem is not None:
         raise Conflict(REQUEST_REFUSED[problem])
+    # The renter's row lock serialises their rent requests: the quota and balance checks below
+    # count the live rentals committed before this one, so concurrent requests cannot overrun.
+    renter = _lock_user(session, renter)
+    _check_quotas(session, renter=renter, ports=len(ports), settings=settings)
     price = quantize(Decimal(node.hourly_rate))
     if max_hourly_rate is not None and price > max_hourly_rate:
         raise Conflict(
@@ -92,6 +102,7 @@ def create_rental(
     _check_balance(session, renter=renter, price=price, minutes=settings.min_balance_minutes)
 
     rental = Rental(
+        id=uuid.uuid4(),
         renter_id=renter.id,
         node_id=node.id,
         status=RentalStatus.PENDING,
@@ -106,6 +117,7 @@ def create_rental(
         registry_auth_sealed=sealed,
         labels=dict(labels or {}),
     )
+    check_fits(session, rental=rental, node=node, settings=settings)
     try:
         with session.begin_nested():
             session.add(rental)
@@ -116,6 +128,37 @@ def create_rental(
         raise
     session.refresh(rental)
     return rental
+
+
+def _lock_user(session: Session, user: User) -> User:
+    locked = session.execute(
+        select(User)
+        .where(User.id == user.id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).scalar_one()
+    return locked
+
+
+def _check_quotas(session: Session, *, renter: User, ports: int, settings: Settings) -> None:
+    """At most MAX_LIVE_RENTALS_PER_USER live rentals and MAX_PORTS_PER_USER public ports."""
+    live = session.execute(
+        select(func.count())
+        .select_from(Rental)
+        .where(Rental.renter_id == renter.id, Rental.status.in_(LIVE))
+    ).scalar_one()
+    if live >= settings.max_live_rentals_per_user:
+        raise TooManyRequests(
+            f"You have {live} pending or active rentals, the most one account may hold "
+            f"({settings.max_live_rentals_per_user}). Stop one before renting another."
+        )
+    held = ports_held_by(session, renter_id=renter.id)
+    if held + ports > settings.max_ports_per_user:
+        raise TooManyRequests(
+            f"This rental asks for {ports} public ports and your live rentals hold {held}; one "
+            f"account may hold at most {settings.max_ports_per_user}. Stop a rental or ask "
+            "for fewer ports."
+        )
 
 
 def _has_live_rental(session: Session, node_id: uuid.UUID) -> bool:

@@ -36,6 +36,7 @@ REDIS_CONNECTIONS = 48  # per process, for the bridge (the pub/sub reader holds 
 class Bridge:
     def __init__(self, settings: Settings, client: redis.Redis):
         self.heartbeat_interval = float(max(1, min(5, settings.heartbeat_timeout_seconds // 4)))
+        self.max_containers = settings.agent_max_containers_per_hello
         self.stopping = threading.Event()
         self.metrics = MetricsWriter.from_settings(settings, stats_redis=client)
         self.registry = ConnectionRegistry(client)
@@ -65,7 +66,13 @@ class Bridge:
         self.metrics.stop()
 
     def serve(
-        self, ws: Any, node_id: str, *, draining: bool, tunnel: dict[str, Any] | None = None
+        self,
+        ws: Any,
+        node_id: str,
+        *,
+        draining: bool,
+        tunnel: dict[str, Any] | None = None,
+        key_id: str | None = None,
     ) -> None:
         conn = AgentConnection(
             ws,
@@ -73,6 +80,8 @@ class Bridge:
             draining=draining,
             heartbeat_interval=self.heartbeat_interval,
             tunnel=tunnel,
+            key_id=key_id,
+            max_containers=self.max_containers,
         )
         self.registry.attach(conn)
         try:

@@ -30,6 +30,7 @@ CLOSE_GOING_AWAY = 1001
 CLOSE_POLICY = 1008
 CLOSE_REPLACED = 4000
 CLOSE_REVOKED = 4001
+CLOSE_RECONNECT = 4002  # the platform asks the agent to reconnect (new welcome, new hello)
 
 
 class TokenBucket:
@@ -60,9 +61,14 @@ class AgentConnection:
         draining: bool,
         heartbeat_interval: float,
         tunnel: dict[str, Any] | None = None,
+        key_id: str | None = None,
+        max_containers: int = 500,
     ):
         self.ws = ws
         self.node_id = node_id
+        self.key_id = key_id  # the API key record it authenticated with (checked by the sweep)
+        self.max_containers = max_containers  # containers one hello may report
+        self.said_hello = False  # one hello per connection
         self.draining = draining
         self.heartbeat_interval = heartbeat_interval
         self.tunnel = tunnel

@@ -95,6 +95,22 @@ class FrameDispatch:
             )
             return
         if event == "hello":
+            if conn.said_hello:
+                # Each hello makes the platform queue stops for what it reports: one per
+                # connection, or an agent could fill its command stream by repeating it.
+                conn.send_error(
+                    "hello_repeated",
+                    "hello is accepted once per connection; reconnect to send another.",
+                    frame_id=message.id,
+                )
+                return
+            if len(data["containers"]) > conn.max_containers:
+                conn.send_error(
+                    "too_many_containers",
+                    f"A hello may report at most {conn.max_containers} containers.",
+                    frame_id=message.id,
+                )
+                return
             self.hello(conn, data)
             return
         if not conn.ready:
@@ -128,6 +144,7 @@ class FrameDispatch:
 
     def hello(self, conn: AgentConnection, data: dict[str, Any]) -> None:
         now = time.time()
+        conn.said_hello = True
         try:
             self.sends.send(
                 record_hello,
@@ -138,6 +155,7 @@ class FrameDispatch:
                 seen_at=now,
             )
         except redis.RedisError:
+            conn.said_hello = False  # not taken: the agent may send it again
             conn.send_error("unavailable", "The platform cannot take the hello now; retry.")
             return
         conn.ready = True

@@ -12,11 +12,15 @@ import json
 import logging
 import threading
 import time
+import uuid
 
 import redis
+from sqlalchemy.exc import SQLAlchemyError
 
+from app.auth.node_keys import live_key_ids
+from app.db import new_session
 from app.fleet import commands
-from app.ws.connection import CLOSE_REPLACED, CLOSE_REVOKED, AgentConnection
+from app.ws.connection import CLOSE_RECONNECT, CLOSE_REPLACED, CLOSE_REVOKED, AgentConnection
 from app.ws.registry import ConnectionRegistry
 
 log = logging.getLogger(__name__)
@@ -45,7 +49,7 @@ class CommandPump:
         with conn.deliver_lock:
             while not conn.closed:
                 try:
-                    entries = commands.pending(
+                    entries = commands.pending_entries(
                         conn.node_id,
                         after=conn.last_sent_id,
                         count=DELIVERY_PAGE,
@@ -54,14 +58,29 @@ class CommandPump:
                 except redis.RedisError:
                     log.warning("command stream unreadable", extra={"node_id": conn.node_id})
                     return sent  # the sweep tries again
-                for entry_id, frame in entries:
-                    if not conn.send(frame):
+                now = time.time()
+                for entry in entries:
+                    if entry.expired(now):
+                        # A start past its deadline: the rental was cancelled meanwhile.
+                        self._drop_expired(conn, entry)
+                    elif not conn.send(entry.frame):
                         return sent
-                    conn.last_sent_id = entry_id
-                    sent += 1
+                    else:
+                        sent += 1
+                    conn.last_sent_id = entry.entry_id
                 if len(entries) < DELIVERY_PAGE:
                     break
         return sent
+
+    def _drop_expired(self, conn: AgentConnection, entry: commands.Pending) -> None:
+        try:
+            commands.ack(conn.node_id, entry.command_id, client=self.redis)
+        except redis.RedisError:
+            return  # dropped on the next delivery
+        log.info(
+            "expired command dropped",
+            extra={"node_id": conn.node_id, "command_id": entry.command_id},
+        )
 
     def listen_loop(self) -> None:
         backoff = 0.5
@@ -107,17 +126,21 @@ class CommandPump:
         if notice.get("revoke"):
             conn.close(CLOSE_REVOKED, "the node's API key was rotated")
             return
+        if notice.get("reconnect"):
+            conn.close(CLOSE_RECONNECT, "reconnect: the node's settings changed")
+            return
         owner = commands.connection_owner(node_id, client=self.redis)
         if owner is not None and owner != conn.token:
             conn.close(CLOSE_REPLACED, "replaced by a newer connection")
 
     def sweep(self) -> None:
-        """Per local connection: any command not yet sent? still the node's live connection?"""
+        """Per local connection: any command not yet sent? still the node's live connection,
+        made with the node's current key?"""
         conns = self.registry.open_connections()
         for start in range(0, len(conns), SWEEP_CHUNK):
             if start:
                 time.sleep(0)  # let heartbeats through between chunks
-            chunk = conns[start : start + SWEEP_CHUNK]
+            chunk = self._close_revoked(conns[start : start + SWEEP_CHUNK])
             pipe = self.redis.pipeline(transaction=False)
             for conn in chunk:
                 low = "-" if conn.last_sent_id is None else f"({conn.last_sent_id}"
@@ -138,3 +161,26 @@ class CommandPump:
                     continue
                 if entries and conn.ready:
                     self.deliver_soon(conn)
+
+    def _close_revoked(self, chunk: list[AgentConnection]) -> list[AgentConnection]:
+        """Close the connections whose API key was revoked (a missed revoke message must not let
+        them live on); return the others. The database is the authority, not Redis."""
+        keyed = {}
+        for conn in chunk:
+            try:
+                keyed[conn] = uuid.UUID(str(conn.key_id))
+            except ValueError:
+                continue
+        try:
+            with new_session() as session:
+                live = live_key_ids(session, keyed.values())
+        except SQLAlchemyError:
+            log.warning("could not check the agents' keys", exc_info=True)
+            return chunk
+        kept = []
+        for conn in chunk:
+            if conn in keyed and keyed[conn] not in live:
+                conn.close(CLOSE_REVOKED, "the node's API key was rotated")
+            else:
+                kept.append(conn)
+        return kept

@@ -13,7 +13,7 @@ from flask import Blueprint, current_app, g
 from sqlalchemy import select
 
 from app.auth.current import bearer_token
-from app.auth.node_keys import verify_key
+from app.auth.node_keys import verify_node_key
 from app.db import new_session
 from app.errors import Unauthorized
 from app.extensions import sock
@@ -29,7 +29,8 @@ def authenticate_agent() -> None:
     # A short session of its own: the request-scoped one would stay checked out for as long as
     # the socket lives.
     with new_session() as session:
-        node_id = verify_key(session, bearer_token())
+        found = verify_node_key(session, bearer_token())
+        node_id, key_id = found if found is not None else (None, None)
         draining = None
         tunnel = None
         if node_id is not None:
@@ -45,14 +46,14 @@ def authenticate_agent() -> None:
             "A valid node API key is required: 'Authorization: Bearer dcn_...'.",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    g.dc_agent = (str(node_id), bool(draining), tunnel)
+    g.dc_agent = (str(node_id), bool(draining), tunnel, str(key_id))
 
 
 @sock.route("/ws/agent", bp=blp)
 def agent_socket(ws: Any) -> None:
     """Serve one agent's connection until it closes."""
-    node_id, draining, tunnel = g.dc_agent
-    get_bridge().serve(ws, node_id, draining=draining, tunnel=tunnel)
+    node_id, draining, tunnel, key_id = g.dc_agent
+    get_bridge().serve(ws, node_id, draining=draining, tunnel=tunnel, key_id=key_id)
 
 
 # Routes are declared when this module is first imported, inside the first create_app(); later

@@ -56,6 +56,7 @@ def production_env(clerk_public_pem: str) -> dict[str, str]:
             "FRPS_TOKEN": "prod-frps-token-5b1e",
             "FRPS_PLUGIN_SECRET": "prod-plugin-secret-77c2",
             "METRICS_TOKEN": "prod-metrics-token-0a9d",
+            "ADMIN_USER_IDS": "user_2prodadmin",
         }
     )
     return env

@@ -84,6 +84,40 @@ def test_production_refuses_the_placeholder_secrets_of_env_example(secret):
     assert secret in str(raised.value)
 
 
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("FRPS_TOKEN", "dev-frps-token"),
+        ("FRPS_TOKEN", "test-frps-token"),
+        ("FRPS_PLUGIN_SECRET", "dev-plugin-secret"),
+        ("FRPS_PLUGIN_SECRET", "test-plugin-secret"),
+        ("METRICS_TOKEN", "dev-metrics-token"),
+        ("METRICS_TOKEN", "change-me-too"),
+        ("CLERK_ISSUER", "https://clerk.dev.localhost"),
+        ("CLERK_ISSUER", "https://clerk.test.localhost/"),
+        ("ADMIN_USER_IDS", "dev-admin"),
+        ("ADMIN_USER_IDS", "user_2real,test-admin"),
+        ("DATABASE_URL", "postgresql://postgres:postgres@db.example.com:5432/dc"),
+        ("DATABASE_URL", "postgresql://dc:change-me@db.example.com:5432/dc"),
+        ("DEV_JWT_PRIVATE_KEY", "var/dev-jwt-key.pem"),
+    ],
+)
+def test_production_refuses_every_published_development_value(variable, value):
+    with pytest.raises(ConfigError) as raised:
+        load_settings(environ={**PROD, variable: value})
+    assert variable in str(raised.value)
+
+
+def test_production_accepts_a_database_password_of_its_own():
+    url = "postgresql://dc:s3cr3t-7f1e@db.example.com:5432/dc"
+    assert load_settings(environ={**PROD, "DATABASE_URL": url}).is_production
+
+
+def test_the_published_development_values_work_in_development():
+    dev = {**PROD, "APP_ENV": "development", "FRPS_TOKEN": "dev-frps-token"}
+    assert load_settings(environ={**dev, "ADMIN_USER_IDS": "dev-admin"}).frps_token
+
+
 def test_secrets_have_defaults_only_in_development_and_tests():
     environ = {
         k: v

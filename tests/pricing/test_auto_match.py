@@ -13,8 +13,7 @@ from app.marketplace.cache import OFFERS_VERSION_KEY
 from app.pricing.actors import PERIODIC_JOBS, reprice_auto_match_nodes
 from app.pricing.models import PriceChange
 from app.rentals.models import Rental
-from tests.marketplace.market import add_node
-from tests.pricing.test_suggestion import market_of_4090s
+from tests.pricing.test_suggestion import add_node, market_of_4090s
 
 
 def rate_of(node_id) -> Decimal:

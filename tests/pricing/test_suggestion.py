@@ -8,8 +8,15 @@ import pytest
 
 from app.enums import NodeStatus
 from app.pricing.baseline import gpu_baseline, normalize_model
-from app.pricing.service import demand_multiplier, percentile
-from tests.marketplace.market import add_node
+from app.pricing.service import demand_multiplier, percentile, trim_outliers
+from tests.marketplace.market import add_node as _add_node
+
+
+def add_node(*args, **kwargs):
+    """A market node; verified unless the test says otherwise (only verified nodes count)."""
+    kwargs.setdefault("verified", True)
+    return _add_node(*args, **kwargs)
+
 
 PEER_RATES = ["0.3000", "0.3500", "0.4000", "0.4500", "0.5000", "0.6000"]
 
@@ -172,3 +179,49 @@ def test_demand_is_neutral_with_too_few_nodes_to_judge():
     assert demand_multiplier(4, 4) == (Decimal(1), Decimal(1))
     assert demand_multiplier(5, 5)[1] == Decimal("1.2000")
     assert demand_multiplier(10, 0)[1] == Decimal("0.9000")
+
+
+def test_five_unverified_nodes_at_a_hundredth_of_a_cent_do_not_move_the_price(
+    client, user, other_user, make_user
+):
+    market_of_4090s(other_user.id, busy=3)
+    mine = add_node(user.id, gpu_model="rtx 4090", gpu_count=2, rate="9.0000")
+    before = suggestion(client, user, mine)
+    faker = make_user("user_faker")
+    for _ in range(5):
+        add_node(faker.id, gpu_model="RTX 4090", rate="0.0001", verified=False)
+    after = suggestion(client, user, mine)
+    assert after == before
+    assert after["suggested_hourly_rate"] == "0.8500"
+    assert after["market"]["sample_size"] == 6
+
+
+def test_verified_outliers_are_trimmed_from_the_market_sample(client, user, other_user):
+    market_of_4090s(other_user.id, busy=3)
+    add_node(other_user.id, gpu_model="RTX 4090", rate="0.0001")  # verified, absurdly cheap
+    add_node(other_user.id, gpu_model="RTX 4090", rate="50.0000")  # verified, absurdly dear
+    mine = add_node(user.id, gpu_model="rtx 4090", gpu_count=2, rate="9.0000")
+    body = suggestion(client, user, mine)
+    # Both left out: the sample and its percentiles are those of the six honest prices.
+    assert body["market"] == {
+        "sample_size": 6,
+        "p25": "0.7250",
+        "median": "0.8500",
+        "p75": "0.9750",
+    }
+
+
+def test_trimming_keeps_an_ordinary_spread_and_drops_what_is_far_from_the_median():
+    honest = [Decimal(v) for v in PEER_RATES]
+    assert trim_outliers(honest) == honest
+    assert trim_outliers(sorted([*honest, Decimal("0.0001"), Decimal("9")])) == honest
+
+
+def test_the_suggestion_never_goes_below_the_platform_floor(client, user, other_user):
+    for _ in range(6):
+        add_node(other_user.id, gpu_model="Cheap GPU", rate="0.0010")
+    mine = add_node(user.id, gpu_model="Cheap GPU", gpu_count=1)
+    body = suggestion(client, user, mine)
+    assert body["basis"] == "market"
+    assert body["market"]["median"] == "0.0010"
+    assert body["suggested_hourly_rate"] == "0.0100"  # PRICING_FLOOR_HOURLY_RATE's default

@@ -257,3 +257,52 @@ def test_a_rejected_new_proxy_changes_no_allocation(client, tunnel):
     plugin(client, "NewProxy", new_proxy_content(tunnel, 1))
     assert {(a.port, a.proxy_name) for a in live_allocations()} == before
     assert load_node(tunnel["node"].id).status == NodeStatus.BUSY
+
+
+def _closed_at(port):
+    with session_scope() as session:
+        return session.query(PortAllocation).filter_by(port=port).one().proxy_closed_at
+
+
+def test_close_proxy_with_a_forged_node_identity_is_rejected_and_records_nothing(client, tunnel):
+    port = tunnel["ports"]["22"]
+    content = new_proxy_content(tunnel, port)
+    plugin(client, "NewProxy", content)
+    forged_user = {**content["user"], "metas": {**content["user"]["metas"], "node_token": "0" * 64}}
+    for user in (forged_user, {"user": content["user"]["user"]}):
+        response = plugin(client, "CloseProxy", {"user": user, "proxy_name": content["proxy_name"]})
+        assert response.status_code == 200
+        assert response.json["reject"] is True
+    assert _closed_at(port) is None
+
+
+def test_close_proxy_from_another_node_does_not_close_this_nodes_proxy(
+    client, tunnel, renter, online_node
+):
+    port = tunnel["ports"]["22"]
+    content = new_proxy_content(tunnel, port)
+    plugin(client, "NewProxy", content)
+    other = online_node()
+    rented = client.post(
+        "/api/v1/rentals", json=rental_body(other.id, ports=[22]), headers=renter.headers
+    )
+    actors.provision_rental.fn(rented.json["rental"]["id"])
+    other_tunnel = json.loads(pending(str(other.id))[0][1])["data"]["tunnel"]
+    other_user = {"user": other_tunnel["user"], "metas": other_tunnel["metadatas"], "run_id": "x"}
+
+    response = plugin(
+        client, "CloseProxy", {"user": other_user, "proxy_name": content["proxy_name"]}
+    )
+    assert response.json == ALLOW  # a valid node, closing nothing of its own
+    assert _closed_at(port) is None
+
+
+def test_the_plugin_secret_may_come_in_a_header_for_proxies_that_can_add_one(client, tunnel):
+    body = {"version": "0.1.0", "op": "Login", "content": login_content(tunnel)}
+    ok = client.post(
+        "/api/v1/proxy/frps-plugin?op=Login", json=body, headers={"X-Plugin-Secret": SECRET}
+    )
+    assert ok.status_code == 200 and ok.json == ALLOW
+    for headers in ({}, {"X-Plugin-Secret": "wrong"}):
+        refused = client.post("/api/v1/proxy/frps-plugin?op=Login", json=body, headers=headers)
+        assert refused.status_code == 404 and refused.is_json

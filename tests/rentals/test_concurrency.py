@@ -64,15 +64,16 @@ def test_fifty_simultaneous_rentals_of_one_node_give_exactly_one_winner(
 def test_a_hundred_rentals_provisioned_at_once_never_share_a_port(
     client, make_user, online_node, settings
 ):
-    renter = make_user("user_many", balance="100000.0000")
+    # Ten renters with ten rentals each: one account may hold at most MAX_LIVE_RENTALS_PER_USER.
+    renters = [make_user(f"user_many_{i}", balance="100000.0000") for i in range(10)]
     container_ports = [22, 80, 443, 8080]
     rental_ids = []
-    for _ in range(100):
+    for i in range(100):
         node = online_node()
         response = client.post(
             "/api/v1/rentals",
             json=rental_body(node.id, ports=container_ports),
-            headers=renter.headers,
+            headers=renters[i % 10].headers,
         )
         assert response.status_code == 202, response.json
         rental_ids.append(response.json["rental"]["id"])
@@ -109,16 +110,22 @@ def test_when_the_port_pool_runs_out_the_rental_is_cancelled_and_nothing_leaks(
 ):
     low, high = settings.proxy_port_range
     size = high - low + 1
-    renter = make_user("user_hungry", balance="100000.0000")
     per_rental = 20
+    count = size // per_rental + 1
+    # Several renters: one account may hold at most MAX_PORTS_PER_USER public ports.
+    per_renter = settings.max_ports_per_user // per_rental
+    renters = [
+        make_user(f"user_hungry_{i}", balance="100000.0000") for i in range(-(-count // per_renter))
+    ]
     rental_ids = []
-    for _ in range(size // per_rental + 1):
+    for i in range(count):
         node = online_node()
         response = client.post(
             "/api/v1/rentals",
             json=rental_body(node.id, ports=list(range(1, per_rental + 1))),
-            headers=renter.headers,
+            headers=renters[i // per_renter].headers,
         )
+        assert response.status_code == 202, response.json
         rental_ids.append(response.json["rental"]["id"])
     for rental_id in rental_ids:
         actors.provision_rental.fn(rental_id)

@@ -63,12 +63,18 @@ def test_renting_a_node_that_does_not_exist_is_404(client, renter):
     assert rental_count() == 0
 
 
-def test_renting_an_offline_node_is_rejected(client, renter, register_node, host):
+def _hidden_like_a_missing_node(response) -> None:
+    assert response.status_code == 404, response.json
+    assert response.json["message"] == "No such node."
+    assert rental_count() == 0
+
+
+def test_renting_someone_elses_offline_node_is_404_as_if_it_did_not_exist(
+    client, renter, register_node, host
+):
     node = register_node(host)  # never connected: offline
     response = client.post(URL, json=rental_body(node.id), headers=renter.headers)
-    assert response.status_code == 409
-    assert "offline" in response.json["message"]
-    assert rental_count() == 0
+    _hidden_like_a_missing_node(response)
 
 
 def test_rental_on_busy_node_is_rejected(client, renter, online_node):
@@ -80,15 +86,14 @@ def test_rental_on_busy_node_is_rejected(client, renter, online_node):
     assert rental_count() == 0
 
 
-def test_renting_a_node_in_maintenance_is_rejected(client, renter, online_node):
+def test_renting_someone_elses_node_in_maintenance_is_404(client, renter, online_node):
     node = online_node()
     set_node_status(node.id, NodeStatus.MAINTENANCE, maintenance=True)
     response = client.post(URL, json=rental_body(node.id), headers=renter.headers)
-    assert response.status_code == 409
-    assert "maintenance" in response.json["message"]
+    _hidden_like_a_missing_node(response)
 
 
-def test_renting_a_draining_node_is_rejected(client, renter, online_node):
+def test_renting_someone_elses_draining_node_is_404(client, renter, online_node):
     node = online_node()
     from app.db import session_scope
     from app.fleet.models import HostNode
@@ -96,9 +101,18 @@ def test_renting_a_draining_node_is_rejected(client, renter, online_node):
     with session_scope() as session:
         session.get(HostNode, node.id).draining = True
     response = client.post(URL, json=rental_body(node.id), headers=renter.headers)
-    assert response.status_code == 409
-    assert "draining" in response.json["message"]
-    assert rental_count() == 0
+    _hidden_like_a_missing_node(response)
+
+
+def test_renting_a_node_that_must_reconcile_with_its_agent_is_404(client, renter, online_node):
+    node = online_node()
+    from app.db import session_scope
+    from app.fleet.models import HostNode
+
+    with session_scope() as session:
+        session.get(HostNode, node.id).needs_reconcile = True
+    response = client.post(URL, json=rental_body(node.id), headers=renter.headers)
+    _hidden_like_a_missing_node(response)
 
 
 def test_a_second_rental_of_a_node_with_a_pending_rental_is_rejected(

@@ -24,7 +24,7 @@ from agent.protocol import encode
 from app.db import after_commit
 from app.redis_client import get_redis
 
-COMMAND_EVENTS = frozenset({"start_instance", "stop_instance", "drain_node"})
+COMMAND_EVENTS = frozenset({"start_instance", "stop_instance", "drain_node", "self_test"})
 COMMANDS_CHANNEL = "dc:fleet:commands"  # message: a node id whose stream has a new entry
 CONNECTIONS_CHANNEL = "dc:fleet:connections"  # message: {"node_id", "revoke"?}
 OWNER_TTL_SECONDS = 7 * 24 * 3600

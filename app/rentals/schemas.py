@@ -39,6 +39,13 @@ class RentalCreateSchema(Schema):
         validate=validate.Length(max=MAX_PORTS),
     )
     max_hourly_rate = Money(load_default=None, allow_none=True)
+    accept_maintenance = fields.Boolean(
+        load_default=False,
+        metadata={
+            "description": "Rent a node that has maintenance announced: the rental ends when "
+            "the window starts. Without it such a request is a 409."
+        },
+    )
 
     @validates("image")
     def _image(self, value: str, **kwargs: object) -> None:
@@ -65,6 +72,12 @@ class RentalQueryArgsSchema(Schema):
     status = fields.Enum(RentalStatus, by_value=True, load_default=None)
 
 
+class RentalMaintenanceSchema(Schema):
+    starts_at = fields.DateTime()
+    ends_at = fields.DateTime()
+    reason = fields.String()
+
+
 class RentalSchema(Schema):
     id = fields.UUID()
     node_id = fields.UUID()
@@ -85,6 +98,14 @@ class RentalSchema(Schema):
     stop_requested_at = fields.DateTime(allow_none=True)
     created_at = fields.DateTime()
     updated_at = fields.DateTime()
+    maintenance = fields.Nested(
+        RentalMaintenanceSchema,
+        allow_none=True,
+        metadata={
+            "description": "Maintenance announced on the node of a live rental: the rental "
+            "ends when it starts. Null when none is ahead."
+        },
+    )
 
 
 class RentalEnvelopeSchema(Schema):

@@ -149,7 +149,7 @@ class OfferSchema(Schema):
         allow_none=True,
         metadata={
             "description": "What the node's last self-test measured ({cpu_cores, cpu_gflops, "
-            "ram_gb, disk_gb, disk_write_mbps, tflops, gpu_vram_gb, h2d_gbps, tested_at}); null "
+            "ram_gb, disk_gb, disk_write_mbps, tflops, gpu_vram_gb, h2d_gbps, tested_at}); absent "
             "until a run with a valid proof."
         },
     )
@@ -157,7 +157,7 @@ class OfferSchema(Schema):
         allow_none=True,
         metadata={
             "description": "The start of the node's next announced maintenance window (a "
-            "rental must accept ending then); null when none is announced."
+            "rental must accept ending then); absent when none is announced."
         },
     )
 

@@ -69,6 +69,12 @@ AVAILABLE_UNTIL = (
     "AND w.finished_at IS NULL AND w.ends_at > now())"
 )
 
+# Appended to an item only when present: the self-test's figures and the next maintenance.
+OPTIONAL_FIELDS = (
+    "coalesce(',\"measured\":' || p.measured_specs::text, '') || "
+    f"coalesce(',\"available_until\":\"' || {AVAILABLE_UNTIL} || '\"', '')"
+)
+
 _DECIMAL_KEY = re.compile(r"-?\d{1,30}(\.\d{1,40})?", re.ASCII)
 _INVALID_CURSOR = {"cursor": ["Invalid cursor."]}
 
@@ -301,13 +307,13 @@ def build_search(args: dict[str, Any], terms: list[Term]) -> Search:
     # The item in the contract's field order (row_to_json writes compact JSON). Reliability is
     # probed for the page's rows only (a primary-key lookup each).
     statement = (
-        "SELECT (SELECT row_to_json(item)::text FROM (SELECT p.id AS node_id, p.gpu_model, "
+        f"SELECT (SELECT left(row_to_json(item)::text, -1) || {OPTIONAL_FIELDS} || '}}' "
+        "FROM (SELECT p.id AS node_id, p.gpu_model, "
         "p.gpu_count, p.gpu_vram_gb, p.tflops, p.cpu_cores, p.ram_gb, p.disk_gb, "
         "p.hourly_rate::text AS hourly_rate, "
         "(SELECT row_to_json(place) FROM (SELECT p.country, p.city) place) AS location, "
         f"{distance_item}p.verified, "
-        "(SELECT r.reliability FROM node_reliability r WHERE r.node_id = p.id) AS reliability, "
-        f"p.measured_specs AS measured, {AVAILABLE_UNTIL} AS available_until"
+        "(SELECT r.reliability FROM node_reliability r WHERE r.node_id = p.id) AS reliability"
         f") item), {', '.join(outer_keys)} FROM ({inner}) p "
         f"ORDER BY {', '.join(k + direction for k in outer_keys)}"
     )

@@ -22,6 +22,7 @@ from agent.failures import ENGINE_UNAVAILABLE_REASON, EngineUnavailable, StartFa
 from agent.link import Link, NotConnected
 from agent.node import NodeState
 from agent.protocol import Message, ProtocolError, decode_from_platform, error_frame
+from agent.selftest import SelfTest
 from agent.tunnels import Tunnels
 
 log = logging.getLogger("agent.commands")
@@ -96,6 +97,7 @@ class Commands:
         self.state = state
         self.tunnels = tunnels
         self.exits = exits
+        self.self_test = SelfTest(engine)
         # A slow image pull must not hold up a stop or a logs request.
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="command")
 
@@ -114,6 +116,7 @@ class Commands:
             "start_instance": self._start_instance,
             "stop_instance": self._stop_instance,
             "fetch_logs": self._fetch_logs,
+            "self_test": self._self_test,
         }
         if message.event in pooled:
             self._pool.submit(self._run, pooled[message.event], message)
@@ -292,4 +295,19 @@ class Commands:
             )
         else:
             send_logs(self.link, data["request_id"], data["rental_id"], found)
+        self.link.ack(message.id)
+
+    def _self_test(self, message: Message) -> None:
+        """Run the benchmark container; the command is taken once its result is sent, so a
+        result lost to a disconnect is measured again after the reconnect."""
+        node_id = self.state.node_id
+        assert node_id is not None
+        log.info("self-test %s: running the benchmark container", message.data["run_id"])
+        result = self.self_test.run(node_id, message.data, self.state.tunnel)
+        log.info(
+            "self-test %s done: %s",
+            message.data["run_id"],
+            "; ".join(result["failures"]) or "no failures",
+        )
+        self.link.send("self_test_result", result)
         self.link.ack(message.id)

@@ -38,6 +38,8 @@ from agent.schemas import (
     MetricsSchema,
     RegistryAuthSchema,
     ResourceLimitsSchema,
+    SelfTestResultSchema,
+    SelfTestSchema,
     StartInstanceSchema,
     StopInstanceSchema,
     TunnelSchema,
@@ -70,6 +72,8 @@ __all__ = [
     "MetricsSchema",
     "RegistryAuthSchema",
     "ResourceLimitsSchema",
+    "SelfTestResultSchema",
+    "SelfTestSchema",
     "StartInstanceSchema",
     "StopInstanceSchema",
     "TunnelSchema",
@@ -121,6 +125,7 @@ AGENT_EVENTS: dict[str, type[Schema]] = {
     "instance_stopped": InstanceStoppedSchema,
     "instance_progress": InstanceProgressSchema,
     "logs": LogsSchema,
+    "self_test_result": SelfTestResultSchema,
     "ack": AckSchema,
     "error": ErrorSchema,
 }
@@ -130,6 +135,7 @@ PLATFORM_EVENTS: dict[str, type[Schema]] = {
     "stop_instance": StopInstanceSchema,
     "fetch_logs": FetchLogsSchema,
     "drain_node": DrainNodeSchema,
+    "self_test": SelfTestSchema,
     "error": ErrorSchema,
 }
 _SCHEMAS = {name: cls() for name, cls in {**AGENT_EVENTS, **PLATFORM_EVENTS}.items()}

@@ -172,6 +172,51 @@ class InstanceStoppedSchema(_Base):
     exit_code = fields.Integer(load_default=None, allow_none=True)
 
 
+class GpuMeasurementSchema(_Base):
+    index = fields.Integer(required=True, strict=True, validate=validate.Range(min=0, max=255))
+    tflops = _num(required=True, validate=validate.Range(min=0))
+    vram_gb = _num(required=True, validate=validate.Range(min=0))
+    h2d_gbps = _num(required=True, validate=validate.Range(min=0))
+
+
+class MeasuredSchema(_Base):
+    """What the self-test measured; a part that could not be measured is null, never estimated."""
+
+    cpu_cores = fields.Integer(load_default=None, allow_none=True, validate=validate.Range(min=0))
+    cpu_gflops = _num(load_default=None, allow_none=True, validate=validate.Range(min=0))
+    ram_gb = _num(load_default=None, allow_none=True, validate=validate.Range(min=0))
+    ram_fill_gbps = _num(load_default=None, allow_none=True, validate=validate.Range(min=0))
+    disk_gb = _num(load_default=None, allow_none=True, validate=validate.Range(min=0))
+    disk_write_mbps = _num(load_default=None, allow_none=True, validate=validate.Range(min=0))
+    container_ok = fields.Boolean(load_default=False)
+    tunnel_ok = fields.Boolean(load_default=None, allow_none=True)
+    tflops = _num(load_default=None, allow_none=True, validate=validate.Range(min=0))
+    gpu_vram_gb = _num(load_default=None, allow_none=True, validate=validate.Range(min=0))
+    h2d_gbps = _num(load_default=None, allow_none=True, validate=validate.Range(min=0))
+    gpus = fields.List(
+        fields.Nested(GpuMeasurementSchema),
+        load_default=None,
+        allow_none=True,
+        validate=validate.Length(max=256),
+    )
+
+
+class SelfTestResultSchema(_Base):
+    """The answer to `self_test`: the figures, what failed, and the proof that the benchmark ran
+    (agent/bench.py; checked by the platform, see docs/hosts.md)."""
+
+    run_id = _UUIDString(required=True)
+    nonce = fields.String(required=True, validate=validate.Regexp(r"^[0-9a-f]{64}$"))
+    measured = fields.Nested(MeasuredSchema, required=True)
+    failures = fields.List(
+        fields.String(validate=validate.Length(max=1000)),
+        load_default=list,
+        validate=validate.Length(max=32),
+    )
+    # Free-form on the wire (its parts are checked by the platform, not by the schema).
+    proof = fields.Dict(keys=fields.String(validate=validate.Length(max=64)), load_default=dict)
+
+
 class AckSchema(_Base):
     id = fields.String(required=True, validate=validate.Length(min=1, max=64))
 
@@ -295,6 +340,43 @@ class FetchLogsSchema(_Base):
 
 class DrainNodeSchema(_Base):
     node_id = _UUIDString(required=True)
+
+
+class SelfTestLimitsSchema(_Base):
+    cpu_cores = _num(
+        load_default=None,
+        allow_none=True,
+        validate=validate.Range(min=0, max=4096, min_inclusive=False),
+    )
+    ram_limit = fields.String(
+        load_default=None,
+        allow_none=True,
+        validate=validate.Regexp(RAM_LIMIT, error="Expected e.g. 16g."),
+    )
+
+
+class SelfTestWorkSchema(_Base):
+    """How much work the benchmark does (the platform sizes it; defaults suit a real host)."""
+
+    disk_mb = fields.Integer(load_default=256, validate=validate.Range(min=1, max=16384))
+    ram_mb = fields.Integer(load_default=1024, validate=validate.Range(min=1, max=1 << 20))
+    matrix = fields.Integer(load_default=512, validate=validate.Range(min=16, max=8192))
+
+
+class SelfTestSchema(_Base):
+    """Run the benchmark container and answer `self_test_result` with the same run_id and nonce."""
+
+    run_id = _UUIDString(required=True)
+    image = fields.String(required=True)
+    nonce = fields.String(required=True, validate=validate.Regexp(r"^[0-9a-f]{64}$"))
+    expected = fields.Dict(keys=fields.String(), load_default=dict)
+    limits = fields.Nested(SelfTestLimitsSchema, load_default=dict)
+    work = fields.Nested(SelfTestWorkSchema, load_default=dict)
+
+    @validates("image")
+    def _image(self, value: str, **kwargs: Any) -> None:
+        if not valid_image(value):
+            raise ValidationError("Not a valid image reference.")
 
 
 class WelcomeSchema(_Base):

@@ -7,6 +7,7 @@ from flask_smorest import Api
 
 from app.auth.routes import blp as auth_blp
 from app.billing.routes import blp as billing_blp
+from app.fleet.host_routes import blp as hosts_blp
 from app.fleet.routes import blp as fleet_blp
 from app.marketplace.routes import blp as marketplace_blp
 from app.ops.routes import blp as ops_blp
@@ -21,6 +22,7 @@ def register_blueprints(app: Flask, api: Api) -> None:
     for blp in (
         auth_blp,
         fleet_blp,
+        hosts_blp,
         marketplace_blp,
         rentals_blp,
         billing_blp,

@@ -106,6 +106,12 @@ class Settings:
     node_command_stream_max: int = 1000
     # Smart pricing never suggests less than this per hour for a whole node.
     pricing_floor_hourly_rate: Decimal = Decimal("0.0100")
+    # Hosts: the self-test benchmark and maintenance windows (docs/hosts.md).
+    self_test_image: str = "localhost/dc-bench:latest"
+    self_test_timeout_seconds: int = 900
+    self_test_disk_mb: int = 256
+    self_test_ram_mb: int = 1024
+    maintenance_notice_hours: int = 24
 
     @property
     def is_production(self) -> bool:
@@ -233,6 +239,13 @@ SETTINGS: dict[str, Var] = {
     "pricing_interval_seconds": Var("PRICING_INTERVAL_SECONDS", positive_int, SECONDS, "900"),
     "reliability_interval_seconds": Var(
         "RELIABILITY_INTERVAL_SECONDS", positive_int, SECONDS, "300"
+    ),
+    "self_test_image": Var("SELF_TEST_IMAGE", default="localhost/dc-bench:latest"),
+    "self_test_timeout_seconds": Var("SELF_TEST_TIMEOUT_SECONDS", positive_int, SECONDS, "900"),
+    "self_test_disk_mb": Var("SELF_TEST_DISK_MB", positive_int, "a positive number of MiB", "256"),
+    "self_test_ram_mb": Var("SELF_TEST_RAM_MB", positive_int, "a positive number of MiB", "1024"),
+    "maintenance_notice_hours": Var(
+        "MAINTENANCE_NOTICE_HOURS", non_negative_int, "a whole number of hours >= 0", "24"
     ),
     "search_cache_ttl_seconds": Var("SEARCH_CACHE_TTL_SECONDS", positive_int, SECONDS, "30"),
     "metrics_token": Var("METRICS_TOKEN", secret=True, optional_in_dev=True),

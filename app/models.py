@@ -3,7 +3,13 @@
 from app.auth.models import ApiKey, SshKey, User
 from app.billing.models import Transaction
 from app.db import Base
-from app.fleet.models import HostNode, NodeApiKey, NodeStatusEvent
+from app.fleet.models import (
+    HostNode,
+    MaintenanceWindow,
+    NodeApiKey,
+    NodeSelfTest,
+    NodeStatusEvent,
+)
 from app.idempotency import IdempotencyKey
 from app.marketplace.models import NodeReliability
 from app.ops.models import OpsAuditEvent
@@ -23,8 +29,10 @@ __all__ = [
     "HostNode",
     "IdempotencyKey",
     "LowBalanceAlert",
+    "MaintenanceWindow",
     "NodeApiKey",
     "NodeReliability",
+    "NodeSelfTest",
     "NodeStatusEvent",
     "OpsAuditEvent",
     "PortAllocation",

@@ -16,11 +16,12 @@ from sqlalchemy.orm import Session
 from app.config import Settings, get_settings
 from app.db import session_scope, utcnow
 from app.enums import NodeStatus
-from app.fleet import commands, live, liveness
+from app.fleet import commands, live, liveness, maintenance, selftest
 from app.fleet.models import HostNode
 from app.queue.actors import actor, unit_of_work
 from app.queue.periodic import PeriodicJob, register
 from app.redis_client import get_redis
+from app.rentals.actors import stop_rental
 
 log = logging.getLogger(__name__)
 # Re-read this much before the last flush: a socket server may store a heartbeat stamped a
@@ -57,6 +58,7 @@ def record_hello(
         now=utcnow(),
         timeout_seconds=get_settings().heartbeat_timeout_seconds,
     )
+    selftest.after_hello(session, node=node, specs=specs, settings=get_settings())
     stale = liveness.stale_containers(session, node_id=node.id, containers=containers)
     released = liveness.reconcile(session, node=node, containers=containers)
     if node.status != NodeStatus.OFFLINE:
@@ -124,4 +126,65 @@ def liveness_interval(settings: Settings) -> int:
     return max(1, min(5, settings.heartbeat_timeout_seconds // 4))
 
 
-PERIODIC_JOBS = register(PeriodicJob(check_node_liveness, liveness_interval))
+# The agent socket hands `self_test_result` here (app/ws/dispatch.py).
+@actor(queue_name="fleet", time_limit=60_000, **RETRIES)
+@unit_of_work
+def on_self_test_result(
+    session: Session,
+    node_id: str,
+    run_id: str,
+    nonce: str,
+    measured: dict[str, Any],
+    failures: list[str],
+    proof: dict[str, Any],
+) -> None:
+    """The agent reports a self-test: check its proof and figures, settle `verified`."""
+    selftest.record_result(
+        session,
+        node_id=node_id,
+        run_id=run_id,
+        nonce=nonce,
+        measured=measured,
+        failures=failures,
+        proof=proof,
+    )
+
+
+@actor(queue_name="fleet", time_limit=30_000, **RETRIES)
+@unit_of_work
+def request_self_test(session: Session, node_id: str, trigger: str) -> None:
+    """Queue a self-test for a node (the owner asked, or another job did)."""
+    node = session.get(HostNode, uuid.UUID(node_id), with_for_update=True)
+    if node is not None:
+        selftest.request_run(session, node=node, trigger=trigger, settings=get_settings())
+
+
+@actor(queue_name="fleet", max_retries=3, time_limit=60_000)
+@unit_of_work
+def expire_self_tests(session: Session) -> None:
+    """Periodic: fail self-tests whose agent did not answer within SELF_TEST_TIMEOUT_SECONDS."""
+    selftest.expire_runs(
+        session, now=utcnow(), timeout_seconds=get_settings().self_test_timeout_seconds
+    )
+
+
+@actor(queue_name="fleet", max_retries=3, time_limit=60_000)
+def run_maintenance_windows(now: float | None = None) -> None:
+    """Periodic: begin the maintenance windows that are due (the node leaves the market, its
+    rentals end) and end those that are over. One short transaction per window."""
+    at = _at(time.time() if now is None else now)
+    with session_scope() as session:
+        due = maintenance.due_windows(session, now=at)
+    for window_id in due:
+        with session_scope(raise_hook_errors=True) as session:
+            for rental_id in maintenance.apply_window(session, window_id=window_id, now=at):
+                stop_rental.send_after_commit(
+                    session, rental_id=rental_id, reason=maintenance.MAINTENANCE_REASON
+                )
+
+
+PERIODIC_JOBS = register(
+    PeriodicJob(check_node_liveness, liveness_interval),
+    PeriodicJob(expire_self_tests, lambda settings: 60),
+    PeriodicJob(run_maintenance_windows, lambda settings: maintenance.INTERVAL_SECONDS),
+)

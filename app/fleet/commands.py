@@ -41,7 +41,9 @@ from app.config import get_settings
 from app.db import after_commit
 from app.redis_client import get_redis
 
-COMMAND_EVENTS = frozenset({"start_instance", "stop_instance", "drain_node", "fetch_logs"})
+COMMAND_EVENTS = frozenset(
+    {"start_instance", "stop_instance", "drain_node", "fetch_logs", "self_test"}
+)
 COMMANDS_CHANNEL = "dc:fleet:commands"  # message: a node id whose stream has a new entry
 CONNECTIONS_CHANNEL = "dc:fleet:connections"  # message: {"node_id", "revoke"?}
 OWNER_TTL_SECONDS = 7 * 24 * 3600

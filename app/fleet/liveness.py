@@ -61,12 +61,13 @@ def apply_hello(
     timeout_seconds: int,
     now: datetime,
 ) -> None:
-    """Record the detected specs, set `verified`, and bring the node back if it was offline.
+    """Record the detected specs and bring the node back if it was offline.
 
-    `node` must be locked by the caller.
+    `verified` comes from the self-test (app/fleet/selftest.py); a hello can only take it away,
+    when the agent itself reports less than the host declared. `node` must be locked by the caller.
     """
     detected = {**specs, "agent_version": agent_version}
-    verified = specs_cover(node.specs, specs)
+    verified = node.verified and specs_cover(node.specs, specs)
     if node.detected_specs != detected or node.verified != verified:
         node.detected_specs = detected
         node.verified = verified

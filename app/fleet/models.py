@@ -62,6 +62,15 @@ class HostNode(Base):
         Boolean, nullable=False, default=False, server_default=text("false")
     )
     detected_specs: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    # The last self-test's figures (shown on offers) and whether it failed; a node whose last
+    # self-test failed is offered only when its owner sets list_unverified.
+    measured_specs: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    self_test_failed: Mapped[bool] = mapped_column(
+        Boolean, nullable=False, default=False, server_default=text("false")
+    )
+    list_unverified: Mapped[bool] = mapped_column(
+        Boolean, nullable=False, default=False, server_default=text("false")
+    )
     last_seen_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     status_changed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = created_at_column()
@@ -138,3 +147,58 @@ class NodeStatusEvent(Base):
         DateTime(timezone=True), nullable=False, server_default=text("now()")
     )
     reason: Mapped[str | None] = mapped_column(Text)
+
+
+class NodeSelfTest(Base):
+    """One self-test run: the command sent (with its nonce) and what the agent reported."""
+
+    __tablename__ = "node_self_tests"
+    __table_args__ = (Index("ix_node_self_tests_node_created", "node_id", "created_at"),)
+
+    id: Mapped[uuid.UUID] = uuid_pk()
+    node_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("host_nodes.id", ondelete="CASCADE"), nullable=False
+    )
+    status: Mapped[str] = mapped_column(String(16), nullable=False, default="queued")
+    trigger: Mapped[str] = mapped_column(String(32), nullable=False)
+    nonce: Mapped[str] = mapped_column(String(64), nullable=False)
+    # The work asked for (disk_mb, matrix ...), the declared specs and the detected hardware then.
+    work: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
+    expected: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
+    detected: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    measured: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    failures: Mapped[list[str]] = mapped_column(
+        JSONB, nullable=False, default=list, server_default=text("'[]'::jsonb")
+    )
+    proof: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    created_at: Mapped[datetime] = created_at_column()
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class MaintenanceWindow(Base):
+    """Announced maintenance: no rentals across it, rentals end at its start, no reliability
+    lost inside it."""
+
+    __tablename__ = "maintenance_windows"
+    __table_args__ = (
+        Index("ix_maintenance_windows_node_starts", "node_id", "starts_at"),
+        Index(
+            "ix_maintenance_windows_due",
+            "starts_at",
+            postgresql_where=text("cancelled_at IS NULL AND finished_at IS NULL"),
+        ),
+    )
+
+    id: Mapped[uuid.UUID] = uuid_pk()
+    node_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("host_nodes.id", ondelete="CASCADE"), nullable=False
+    )
+    starts_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    ends_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    reason: Mapped[str] = mapped_column(Text, nullable=False)
+    created_at: Mapped[datetime] = created_at_column()
+    cancelled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Set by the periodic job: when it put the node in maintenance, and when it gave it back.
+    began_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -12,6 +12,7 @@ from app.errors import ServiceUnavailable
 from app.fleet import service
 from app.fleet.commands import disconnect_node, reconnect_node, send_to_node, withdraw_drain
 from app.fleet.metrics import query_series, reader
+from app.fleet.models import HostNode
 from app.fleet.schemas import (
     ApiKeySchema,
     NodeCreatedSchema,
@@ -23,6 +24,7 @@ from app.fleet.schemas import (
     NodeUpdateSchema,
 )
 from app.influx import InfluxError
+from app.marketplace.reliability import reliability_inputs
 from app.pagination import PageArgsSchema
 from app.web import db_session
 
@@ -60,8 +62,12 @@ class NodeById(MethodView):
     @blp.response(200, NodeSchema)
     @blp.doc(security=BEARER_AUTH)
     def get(self, node_id: uuid.UUID):
-        """Show one of my nodes."""
-        return service.get_owned_node(db_session(), owner=current_user(), node_id=node_id)
+        """Show one of my nodes, with its reliability score and the score's inputs."""
+        session = db_session()
+        node = service.get_owned_node(session, owner=current_user(), node_id=node_id)
+        view = {column.key: getattr(node, column.key) for column in HostNode.__table__.columns}
+        view["reliability"] = reliability_inputs(session, node_id=node.id)
+        return view
 
     @blp.arguments(NodeUpdateSchema)
     @blp.response(200, NodeSchema)

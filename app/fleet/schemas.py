@@ -131,12 +131,19 @@ class NodeUpdateSchema(BaseSchema):
             error="Hosts can only switch a node between 'online' and 'maintenance'.",
         ),
     )
+    list_unverified = fields.Boolean(
+        metadata={
+            "description": "Offer the node even when its last self-test failed (shown with "
+            "verified: false and its measured figures)."
+        }
+    )
 
     @validates_schema
     def _not_empty(self, data, **kwargs):
         if not data:
             raise ValidationError(
-                "Give at least one of name, pricing, location, status.", "_schema"
+                "Give at least one of name, pricing, location, status, list_unverified.",
+                "_schema",
             )
 
 
@@ -154,6 +161,30 @@ class NodeSchema(Schema):
     last_seen_at = fields.DateTime(format="iso", allow_none=True)
     created_at = fields.DateTime(format="iso")
     updated_at = fields.DateTime(format="iso")
+    measured_specs = fields.Dict(
+        allow_none=True,
+        metadata={"description": "The last self-test's figures, when its proof held."},
+    )
+    self_test_failed = fields.Boolean()
+    list_unverified = fields.Boolean()
+    reliability = fields.Nested(
+        "NodeReliabilitySchema",
+        metadata={"description": "Only on GET /nodes/{id}: the score and its inputs."},
+    )
+
+
+class NodeReliabilitySchema(Schema):
+    score = fields.Float(metadata={"description": "online_seconds / tracked_seconds, 4 places."})
+    window_days = fields.Integer()
+    online_seconds = fields.Integer()
+    tracked_seconds = fields.Integer(
+        metadata={"description": "The window since registration, less announced maintenance."}
+    )
+    maintenance_seconds = fields.Integer(
+        metadata={"description": "Announced maintenance inside the window (not counted)."}
+    )
+    fresh = fields.Boolean(metadata={"description": "Registered less than one window ago."})
+    computed_at = fields.DateTime(format="iso")
 
 
 class NodeCreatedSchema(Schema):

@@ -96,6 +96,8 @@ def update_node(
         node.location = _location_json(changes["location"])
     if "status" in changes:
         set_maintenance(session, node, changes["status"] == "maintenance")
+    if "list_unverified" in changes:
+        node.list_unverified = bool(changes["list_unverified"])
     node_changed(session, node.id)
     session.flush()
     session.refresh(node)

@@ -149,6 +149,21 @@ class OfferSchema(Schema):
             "description": "Uptime fraction over the last 7 days; null until first measured."
         },
     )
+    measured = fields.Dict(
+        allow_none=True,
+        metadata={
+            "description": "What the node's last self-test measured ({cpu_cores, cpu_gflops, "
+            "ram_gb, disk_gb, disk_write_mbps, tflops, gpu_vram_gb, h2d_gbps, tested_at}); absent "
+            "until a run with a valid proof."
+        },
+    )
+    available_until = fields.String(
+        allow_none=True,
+        metadata={
+            "description": "The start of the node's next announced maintenance window (a "
+            "rental must accept ending then); absent when none is announced."
+        },
+    )
 
 
 class OfferListSchema(Schema):

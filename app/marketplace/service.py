@@ -60,6 +60,21 @@ MINIMUMS: dict[str, str] = {
     "min_price": "n.hourly_rate",
 }
 
+# A node whose last self-test failed is offered only when its owner lists it unverified.
+LISTED_PREDICATE = "(NOT n.self_test_failed OR n.list_unverified)"
+# The start of the node's next announced maintenance window (UTC, ISO 8601), or null.
+AVAILABLE_UNTIL = (
+    "(SELECT to_char(min(w.starts_at) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') "
+    "FROM maintenance_windows w WHERE w.node_id = p.id AND w.cancelled_at IS NULL "
+    "AND w.finished_at IS NULL AND w.ends_at > now())"
+)
+
+# Appended to an item only when present: the self-test's figures and the next maintenance.
+OPTIONAL_FIELDS = (
+    "coalesce(',\"measured\":' || p.measured_specs::text, '') || "
+    f"coalesce(',\"available_until\":\"' || {AVAILABLE_UNTIL} || '\"', '')"
+)
+
 _DECIMAL_KEY = re.compile(r"-?\d{1,30}(\.\d{1,40})?", re.ASCII)
 _INVALID_CURSOR = {"cursor": ["Invalid cursor."]}
 
@@ -244,6 +259,7 @@ def build_search(args: dict[str, Any], terms: list[Term]) -> Search:
     sql = SqlFragments()
     distance = distance_sql(sql, *near) if near is not None else None
     _filters(sql, args, terms, distance)
+    sql.where.append(LISTED_PREDICATE)
     if mode.name == "value":
         sql.where.append("n.hourly_rate > 0")
     keys = [*mode.keys(distance), "n.id"]
@@ -280,6 +296,7 @@ def build_search(args: dict[str, Any], terms: list[Term]) -> Search:
     inner = (
         "SELECT n.id, n.gpu_model, n.gpu_count, n.gpu_vram_gb, n.tflops, n.cpu_cores, "
         "n.ram_gb, n.disk_gb, n.hourly_rate, n.country, n.location->>'city' AS city, "
+        "n.measured_specs, "
         f"n.verified, {distance or 'NULL::float8'} AS distance, {', '.join(sort_columns)} "
         f"FROM host_nodes n {join} WHERE {' AND '.join(sql.where)} "
         f"ORDER BY {', '.join(k + direction for k in keys)} "
@@ -290,7 +307,8 @@ def build_search(args: dict[str, Any], terms: list[Term]) -> Search:
     # The item in the contract's field order (row_to_json writes compact JSON). Reliability is
     # probed for the page's rows only (a primary-key lookup each).
     statement = (
-        "SELECT (SELECT row_to_json(item)::text FROM (SELECT p.id AS node_id, p.gpu_model, "
+        f"SELECT (SELECT left(row_to_json(item)::text, -1) || {OPTIONAL_FIELDS} || '}}' "
+        "FROM (SELECT p.id AS node_id, p.gpu_model, "
         "p.gpu_count, p.gpu_vram_gb, p.tflops, p.cpu_cores, p.ram_gb, p.disk_gb, "
         "p.hourly_rate::text AS hourly_rate, "
         "(SELECT row_to_json(place) FROM (SELECT p.country, p.city) place) AS location, "

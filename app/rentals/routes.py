@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from flask import current_app
 from flask.views import MethodView
@@ -8,7 +9,9 @@ from flask_smorest import Blueprint
 
 from app import idempotency
 from app.auth.current import BEARER_AUTH, current_user, is_admin, login_required
+from app.db import utcnow
 from app.enums import RentalStatus
+from app.fleet import maintenance
 from app.pagination import PageArgsSchema
 from app.rentals import logs, service
 from app.rentals.actors import provision_rental, stop_rental
@@ -21,9 +24,21 @@ from app.rentals.schemas import (
     RentalLogsSchema,
     RentalQueryArgsSchema,
 )
+from app.rentals.state import LIVE
 from app.web import db_session
 
 blp = Blueprint("rentals", __name__, url_prefix="/api/v1", description="Rentals")
+
+
+def _with_maintenance(session: Any, views: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Show live rentals the maintenance announced on their node (they end when it starts)."""
+    live = [v for v in views if v["status"] in LIVE]
+    windows = maintenance.upcoming(session, [v["node_id"] for v in live], now=utcnow())
+    for view in views:
+        view["maintenance"] = (
+            maintenance.window_view(windows.get(view["node_id"])) if view in live else None
+        )
+    return views
 
 
 @blp.route("/rentals")
@@ -37,10 +52,8 @@ class Rentals(MethodView):
         """List my rentals, newest first."""
         user = current_user()
         items, next_cursor = service.list_rentals(db_session(), renter=user, **args)
-        return {
-            "items": [service.rental_view(r, balance=user.balance) for r in items],
-            "next_cursor": next_cursor,
-        }
+        views = [service.rental_view(r, balance=user.balance) for r in items]
+        return {"items": _with_maintenance(db_session(), views), "next_cursor": next_cursor}
 
     @blp.arguments(RentalCreateSchema)
     @blp.response(202, RentalEnvelopeSchema)
@@ -50,11 +63,18 @@ class Rentals(MethodView):
         """Rent a node: the rental starts pending and becomes active once its container runs."""
         session = db_session()
         user = current_user()
+        maintenance.refuse_rental_across(
+            session,
+            node_id=data["node_id"],
+            accepted=data.pop("accept_maintenance", False),
+            now=utcnow(),
+        )
         rental = service.create_rental(
             session, renter=user, settings=current_app.config["DC_SETTINGS"], **data
         )
         provision_rental.send_after_commit(session, rental_id=str(rental.id))
-        return {"rental": service.rental_view(rental, balance=user.balance)}
+        view = service.rental_view(rental, balance=user.balance)
+        return {"rental": _with_maintenance(session, [view])[0]}
 
 
 @blp.route("/rentals/<uuid:rental_id>")
@@ -70,7 +90,8 @@ class RentalById(MethodView):
             db_session(), user=user, rental_id=rental_id, admin=is_admin(user)
         )
         balance = user.balance if rental.renter_id == user.id else None
-        return {"rental": service.rental_view(rental, balance=balance)}
+        view = service.rental_view(rental, balance=balance)
+        return {"rental": _with_maintenance(db_session(), [view])[0]}
 
 
 @blp.route("/rentals/<uuid:rental_id>/logs")

@@ -50,6 +50,13 @@ class RentalCreateSchema(LaunchOptionsSchema):
         load_default=list,
     )
     max_hourly_rate = Money(load_default=None, allow_none=True, metadata=POSITIVE)
+    accept_maintenance = fields.Boolean(
+        load_default=False,
+        metadata={
+            "description": "Rent a node that has maintenance announced: the rental ends when "
+            "the window starts. Without it such a request is a 409."
+        },
+    )
 
     @validates("image")
     def _image(self, value: str, **kwargs: object) -> None:
@@ -68,6 +75,12 @@ class RentalQueryArgsSchema(PageArgsSchema):
         validate=validate.Length(max=MAX_LABELS),
         metadata={"description": "key=value; several must all match"},
     )
+
+
+class RentalMaintenanceSchema(Schema):
+    starts_at = fields.DateTime()
+    ends_at = fields.DateTime()
+    reason = fields.String()
 
 
 class RentalSchema(Schema):
@@ -97,9 +110,17 @@ class RentalSchema(Schema):
     stop_requested_at = fields.DateTime(allow_none=True)
     created_at = fields.DateTime()
     updated_at = fields.DateTime()
+    maintenance = fields.Nested(
+        RentalMaintenanceSchema,
+        allow_none=True,
+        metadata={
+            "description": "Maintenance announced on the node of a live rental: the rental "
+            "ends when it starts. Null when none is ahead."
+        },
+    )
 
 
-class RentalLogsArgsSchema(Schema):
+class RentalLogsArgsSchema(BaseSchema):
     tail = fields.Integer(load_default=200, validate=validate.Range(min=1, max=MAX_LOG_TAIL))
 
 

@@ -16,7 +16,7 @@ import redis
 
 from agent.protocol import ProtocolError, decode_from_agent
 from app.fleet import commands, live
-from app.fleet.actors import node_seen, record_hello
+from app.fleet.actors import node_seen, on_self_test_result, record_hello
 from app.queue.actors import Actor
 from app.rentals import logs
 from app.rentals.actors import (
@@ -40,6 +40,7 @@ AGENT_EVENT_ACTORS: Final[dict[str, Actor[..., None]]] = {
     "instance_failed": on_instance_failed,
     "instance_stopped": on_instance_stopped,
     "instance_progress": on_instance_progress,
+    "self_test_result": on_self_test_result,
 }
 
 

@@ -1,4 +1,6 @@
-"""The agent's hello: detected specs recorded, `verified` set, stale containers stopped."""
+"""The agent's hello: detected specs recorded, a self-test asked for, stale containers stopped.
+
+`verified` itself comes from the self-test (tests/fleet/test_self_test.py)."""
 
 from __future__ import annotations
 
@@ -7,15 +9,15 @@ import uuid
 from app.enums import NodeStatus, RentalStatus
 from app.fleet.liveness import specs_cover
 from tests.fleet.agent_sim import SPECS
-from tests.fleet.helpers import history, make_rental, node_row
+from tests.fleet.helpers import history, make_rental, node_row, set_node
 from tests.procs import wait_until
 
 
-def test_hello_records_detected_specs_verifies_and_brings_the_node_online(
+def test_hello_records_detected_specs_asks_for_a_self_test_and_brings_the_node_online(
     agents, node, fleet_worker
 ):
     assert node_row(node.id).status == NodeStatus.OFFLINE
-    agents(node).connect()
+    agent = agents(node).connect()
 
     row = wait_until(
         lambda: node_row(node.id).detected_specs and node_row(node.id),
@@ -25,15 +27,17 @@ def test_hello_records_detected_specs_verifies_and_brings_the_node_online(
     assert row.detected_specs["gpu_count"] == 2
     assert row.detected_specs["agent_version"] == "0.1.0-sim"
     assert row.detected_specs["gpus"][1]["uuid"] == "GPU-b"
-    assert row.verified is True
+    assert row.verified is False  # until a self-test passes
     assert row.status == NodeStatus.ONLINE
     assert row.last_seen_at is not None
+    command = agent.recv_event("self_test")
+    assert command["data"]["image"] == "localhost/dc-bench:latest"
+    assert len(command["data"]["nonce"]) == 64
     assert history(node.id) == [(NodeStatus.ONLINE, "agent connected")]
 
 
-def test_hello_with_less_hardware_than_declared_leaves_the_node_unverified(
-    agents, node, fleet_worker
-):
+def test_hello_with_less_hardware_than_declared_takes_verified_away(agents, node, fleet_worker):
+    set_node(node.id, verified=True)
     agents(node).connect(specs={**SPECS, "gpu_count": 1, "gpus": SPECS["gpus"][:1]})
     row = wait_until(
         lambda: node_row(node.id).detected_specs and node_row(node.id),

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from marshmallow import Schema, fields, validate
+from marshmallow import Schema, fields
 
-_CONTROL = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"
+from app.validation import BaseSchema, Text
 
 
 class SelfTestQueuedSchema(Schema):
@@ -37,16 +37,10 @@ class SelfTestListSchema(Schema):
     next_cursor = fields.String(allow_none=True)
 
 
-class MaintenanceCreateSchema(Schema):
+class MaintenanceCreateSchema(BaseSchema):
     starts_at = fields.AwareDateTime(required=True, format="iso")
     ends_at = fields.AwareDateTime(required=True, format="iso")
-    reason = fields.String(
-        required=True,
-        validate=[
-            validate.Length(min=1, max=500),
-            validate.Regexp(_CONTROL, error="Control characters are not allowed."),
-        ],
-    )
+    reason = Text(required=True, min_length=1, max_length=500)
 
 
 class MaintenanceWindowSchema(Schema):

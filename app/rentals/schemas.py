@@ -10,7 +10,7 @@ from app.money import POSITIVE_PATTERN, Money
 from app.pagination import PageArgsSchema
 from app.rentals.launch import MAX_LABELS, LabelFilter, LaunchOptionsSchema
 from app.rentals.state import FAILURE_CODES, PHASES
-from app.validation import BoundedDict, BoundedList, Text
+from app.validation import BaseSchema, BoundedDict, BoundedList, Text
 
 POSITIVE = {"pattern": POSITIVE_PATTERN}
 
@@ -99,7 +99,7 @@ class RentalSchema(Schema):
     updated_at = fields.DateTime()
 
 
-class RentalLogsArgsSchema(Schema):
+class RentalLogsArgsSchema(BaseSchema):
     tail = fields.Integer(load_default=200, validate=validate.Range(min=1, max=MAX_LOG_TAIL))
 
 

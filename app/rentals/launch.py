@@ -14,7 +14,7 @@ import re
 from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
-from marshmallow import ValidationError, fields, validates_schema
+from marshmallow import ValidationError, fields, validate, validates_schema
 
 from agent.protocol import MAX_ONSTART_BYTES, registry_host
 from app.auth.ssh_keys import SshPublicKey
@@ -116,6 +116,11 @@ def parse_label_filter(text: str) -> tuple[str, str]:
 
 class LabelFilter(fields.String):
     """A `label=key=value` query argument, loaded as (key, value)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        # key (63) + "=" + value: the bound parse_label_filter enforces, stated for the OpenAPI.
+        kwargs.setdefault("validate", validate.Length(max=64 + MAX_LABEL_VALUE))
+        super().__init__(**kwargs)
 
     def _deserialize(  # type: ignore[override]
         self, value: Any, attr: Any, data: Any, **kwargs: Any

@@ -331,6 +331,8 @@ def _resolve(document: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]
 
 def _unbounded(document: dict[str, Any], schema: dict[str, Any], where: str) -> list[str]:
     schema = _resolve(document, schema)
+    if "anyOf" in schema:  # a nullable nested object: every branch must be bounded
+        return [p for branch in schema["anyOf"] for p in _unbounded(document, branch, where)]
     kind = schema.get("type")
     if "enum" in schema or schema.get("format") in ("uuid", "date-time"):
         return []

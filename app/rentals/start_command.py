@@ -82,7 +82,7 @@ def start_frame_bytes(
     mapping = {int(port): _WIDEST_PORT for port in rental.ports or []}
     # The sealed credentials are longer than the clear ones: a safe stand-in for the size.
     sealed = rental.registry_auth_sealed
-    stand_in = {"username": "", "password": sealed} if sealed else None
+    stand_in = {"username": "stand-in", "password": sealed} if sealed else None
     data = start_instance_data(
         session,
         rental=rental,

@@ -50,7 +50,7 @@ class FrpsPluginByHeader(MethodView):
                 "in": "header",
                 "name": SECRET_HEADER,
                 "required": True,
-                "schema": {"type": "string"},
+                "schema": {"type": "string", "maxLength": 512},
                 "description": "FRPS_PLUGIN_SECRET, for a proxy in front of the API that adds it",
             }
         ],

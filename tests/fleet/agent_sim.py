@@ -150,3 +150,15 @@ class SimAgent:
             with contextlib.suppress(Exception):  # already closed by the server
                 self.ws.close()
             self.ws = None
+
+
+def pending_besides_self_test(node_id: object) -> list:
+    """The node's pending commands, less the self-test the platform asks a newly connected node
+    for (tests of other behaviour drive scripted agents that never run it)."""
+    from app.fleet import commands
+
+    return [
+        entry
+        for entry in commands.pending_entries(str(node_id), count=5000)
+        if json.loads(entry.frame).get("event") != "self_test"
+    ]

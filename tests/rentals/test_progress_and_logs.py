@@ -13,8 +13,7 @@ from typing import Any
 import pytest
 import requests
 
-from app.fleet.commands import pending_count
-from tests.fleet.agent_sim import SimAgent
+from tests.fleet.agent_sim import SimAgent, pending_besides_self_test
 from tests.procs import api_server, free_port, running, wait_http, wait_until, worker_process
 
 pytestmark = pytest.mark.slow
@@ -171,7 +170,7 @@ def test_a_logs_request_to_an_agent_that_never_answers_is_a_504_json(platform, c
     asked = agent.recv_event("fetch_logs", timeout=5)
     assert asked["data"]["rental_id"] == rental_id
     # The unanswered request is taken back: a reconnecting agent is not asked again.
-    assert pending_count(str(node.id)) == 0
+    assert pending_besides_self_test(node.id) == []
 
 
 def _ask_logs(platform: str, renter, rental_id: str, tail: int) -> dict[str, Any]:

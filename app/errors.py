@@ -89,8 +89,18 @@ def error_body(
         "message": message or status.description,
     }
     if errors is not None:
-        body["errors"] = errors
+        body["errors"] = _string_keys(errors)
     return body
+
+
+def _string_keys(value: Any) -> Any:
+    """Validation errors with every key a string: marshmallow keys list items by index, and a
+    schema-level error adds string keys beside them, which JSON's sorted output cannot order."""
+    if isinstance(value, dict):
+        return {str(key): _string_keys(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_string_keys(item) for item in value]
+    return value
 
 
 def register_error_handlers(app: Flask) -> None:

@@ -133,6 +133,15 @@ def test_a_lone_surrogate_in_a_json_string_is_a_422(client, user, db):
     assert _counts(db) == before
 
 
+def test_item_errors_beside_a_schema_error_are_a_422_with_string_keys(client, user):
+    # An invalid list item (errors keyed by its index) and a whole-list rule (a string key) in
+    # one answer: JSON output sorts keys, so mixed key types once made this a 500.
+    body = {"url": "https://hooks.example.com/x", "events": ["node.offline", "node.offline", "x"]}
+    response = client.post("/api/v1/webhooks", json=body, headers=user.headers)
+    errors = assert_error(response, 422, errors=True)["errors"]["events"]
+    assert set(errors) == {"2", "_schema"}
+
+
 @pytest.mark.parametrize(
     ("overrides", "field"),
     [

@@ -1,7 +1,8 @@
 """The executable ledger audit: every invariant of the ledger as a query that lists its breaches.
 
 Balances are the posted ledger lines plus each rental's billed but not yet posted share (its
-`rental_accruals` row); see app/billing/service.py for the rule.
+`rental_accruals` row); see app/billing/service.py for the rule, and app/billing/payouts.py for
+the payouts' lines and accounts.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from app.billing.models import PLATFORM_CLERK_ID
+from app.billing.models import PAYOUTS_PAID_CLERK_ID, PAYOUTS_PENDING_CLERK_ID, PLATFORM_CLERK_ID
 from app.db import utcnow
 from app.money import quantize
 
@@ -97,6 +98,64 @@ _INVARIANT_QUERIES: dict[str, str] = {
         WHERE r.billed_amount > 0
           AND NOT EXISTS (SELECT 1 FROM rental_accruals a WHERE a.rental_id = r.id)
         LIMIT 100""",
+    # The payouts-pending account holds exactly the requested payouts, and the payouts-paid
+    # account exactly the approved ones.
+    "payouts_pending_matches_requested": """
+        SELECT c.pending_balance, c.requested FROM (
+            SELECT COALESCE((SELECT balance FROM users WHERE clerk_id = :pending), 0)
+                     AS pending_balance,
+                   COALESCE((SELECT SUM(amount) FROM payouts WHERE status = 'requested'), 0)
+                     AS requested) c
+        WHERE c.pending_balance <> c.requested""",
+    "payouts_paid_matches_approved": """
+        SELECT c.paid_balance, c.approved FROM (
+            SELECT COALESCE((SELECT balance FROM users WHERE clerk_id = :paid), 0)
+                     AS paid_balance,
+                   COALESCE((SELECT SUM(amount) FROM payouts WHERE status = 'approved'), 0)
+                     AS approved) c
+        WHERE c.paid_balance <> c.approved""",
+    # Every payout's lines are the steps its state says, each a debit and a credit of its exact
+    # amount between the right accounts, and nothing else.
+    "payout_lines_match_state": """
+        SELECT p.id AS payout_id, p.status, p.amount,
+               COALESCE(t.requested_debit, 0) AS requested_debit,
+               COALESCE(t.requested_credit, 0) AS requested_credit,
+               COALESCE(t.returned_debit, 0) AS returned_debit,
+               COALESCE(t.returned_credit, 0) AS returned_credit,
+               COALESCE(t.paid_debit, 0) AS paid_debit,
+               COALESCE(t.paid_credit, 0) AS paid_credit,
+               COALESCE(t.lines, 0) AS lines
+        FROM payouts p
+        LEFT JOIN LATERAL (
+            SELECT SUM(x.amount) FILTER (WHERE x.kind = 'payout' AND x.type = 'debit'
+                                           AND x.user_id = p.user_id) AS requested_debit,
+                   SUM(x.amount) FILTER (WHERE x.kind = 'payout' AND x.type = 'credit'
+                                           AND x.user_id = pe.id) AS requested_credit,
+                   SUM(x.amount) FILTER (WHERE x.kind = 'payout_return' AND x.type = 'debit'
+                                           AND x.user_id = pe.id) AS returned_debit,
+                   SUM(x.amount) FILTER (WHERE x.kind = 'payout_return' AND x.type = 'credit'
+                                           AND x.user_id = p.user_id) AS returned_credit,
+                   SUM(x.amount) FILTER (WHERE x.kind = 'payout_paid' AND x.type = 'debit'
+                                           AND x.user_id = pe.id) AS paid_debit,
+                   SUM(x.amount) FILTER (WHERE x.kind = 'payout_paid' AND x.type = 'credit'
+                                           AND x.user_id = pa.id) AS paid_credit,
+                   COUNT(*) AS lines
+            FROM transactions x
+            LEFT JOIN users pe ON pe.clerk_id = :pending
+            LEFT JOIN users pa ON pa.clerk_id = :paid
+            WHERE x.payout_id = p.id) t ON true
+        WHERE COALESCE(t.requested_debit, 0) <> p.amount
+           OR COALESCE(t.requested_credit, 0) <> p.amount
+           OR COALESCE(t.returned_debit, 0)
+              <> CASE WHEN p.status = 'rejected' THEN p.amount ELSE 0 END
+           OR COALESCE(t.returned_credit, 0)
+              <> CASE WHEN p.status = 'rejected' THEN p.amount ELSE 0 END
+           OR COALESCE(t.paid_debit, 0)
+              <> CASE WHEN p.status = 'approved' THEN p.amount ELSE 0 END
+           OR COALESCE(t.paid_credit, 0)
+              <> CASE WHEN p.status = 'approved' THEN p.amount ELSE 0 END
+           OR COALESCE(t.lines, 0) <> CASE WHEN p.status = 'requested' THEN 2 ELSE 4 END
+        LIMIT 100""",
     # Ledger lines of usage exist only as part of a charge or a posting.
     "usage_lines_have_a_charge_or_posting": """
         SELECT id AS transaction_id, kind FROM transactions
@@ -114,16 +173,29 @@ _TOTALS_SQL = """
            (SELECT COALESCE(SUM(billed_amount - posted_amount), 0) FROM rental_accruals)
              AS unposted_usage,
            (SELECT COALESCE(SUM(billed_fee - posted_fee), 0) FROM rental_accruals)
-             AS unposted_fees
+             AS unposted_fees,
+           (SELECT COALESCE(SUM(amount) FILTER (WHERE status = 'requested'), 0) FROM payouts)
+             AS payouts_requested,
+           (SELECT COALESCE(SUM(amount) FILTER (WHERE status = 'approved'), 0) FROM payouts)
+             AS payouts_approved,
+           (SELECT COALESCE(SUM(amount) FILTER (WHERE status = 'rejected'), 0) FROM payouts)
+             AS payouts_rejected
     FROM transactions
 """
+
+
+_ACCOUNTS = {
+    "platform": PLATFORM_CLERK_ID,
+    "pending": PAYOUTS_PENDING_CLERK_ID,
+    "paid": PAYOUTS_PAID_CLERK_ID,
+}
 
 
 def check_invariants(session: Session) -> dict[str, Any]:
     """Check the ledger's invariants; every difference found is listed (at most 100 per check)."""
     differences: list[dict[str, Any]] = []
     for name, sql in _INVARIANT_QUERIES.items():
-        for row in session.execute(text(sql), {"platform": PLATFORM_CLERK_ID}).mappings():
+        for row in session.execute(text(sql), _ACCOUNTS).mappings():
             differences.append({"check": name, **{k: _plain(v) for k, v in row.items()}})
     totals = session.execute(text(_TOTALS_SQL)).mappings().one()
     usage_gap = totals["usage"] - totals["earnings"] - totals["fees"]

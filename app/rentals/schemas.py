@@ -10,7 +10,7 @@ from app.money import POSITIVE_PATTERN, Money
 from app.pagination import PageArgsSchema
 from app.rentals.launch import MAX_LABELS, LabelFilter, LaunchOptionsSchema
 from app.rentals.state import FAILURE_CODES, PHASES
-from app.validation import BoundedDict, BoundedList, Text
+from app.validation import BaseSchema, BoundedDict, BoundedList, Text
 
 POSITIVE = {"pattern": POSITIVE_PATTERN}
 

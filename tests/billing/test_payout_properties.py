@@ -133,4 +133,4 @@ def test_random_earnings_and_payouts_keep_every_invariant(
     assert _balance(PAYOUTS_PENDING_CLERK_ID) - pending_before == sum(requested.values(), D(0))
     assert _balance(PAYOUTS_PAID_CLERK_ID) - paid_before == paid
     assert all(_balance(host_id) >= 0 for host_id in hosts)
-    assert granted + refused > 0
+    assert granted >= len(requested)  # every waiting payout was granted by this run

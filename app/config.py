@@ -112,6 +112,8 @@ class Settings:
     self_test_disk_mb: int = 256
     self_test_ram_mb: int = 1024
     maintenance_notice_hours: int = 24
+    # Payouts: a host's earnings are payable this many days after they are posted (docs/hosts.md).
+    payout_hold_days: int = 7
 
     @property
     def is_production(self) -> bool:
@@ -246,6 +248,9 @@ SETTINGS: dict[str, Var] = {
     "self_test_ram_mb": Var("SELF_TEST_RAM_MB", positive_int, "a positive number of MiB", "1024"),
     "maintenance_notice_hours": Var(
         "MAINTENANCE_NOTICE_HOURS", non_negative_int, "a whole number of hours >= 0", "24"
+    ),
+    "payout_hold_days": Var(
+        "PAYOUT_HOLD_DAYS", non_negative_int, "a whole number of days >= 0", "7"
     ),
     "search_cache_ttl_seconds": Var("SEARCH_CACHE_TTL_SECONDS", positive_int, SECONDS, "30"),
     "metrics_token": Var("METRICS_TOKEN", secret=True, optional_in_dev=True),

@@ -1,7 +1,8 @@
 """The executable ledger audit: every invariant of the ledger as a query that lists its breaches.
 
 Balances are the posted ledger lines plus each rental's billed but not yet posted share (its
-`rental_accruals` row); see app/billing/service.py for the rule.
+`rental_accruals` row); see app/billing/service.py for the rule, and app/billing/payouts.py for
+the payouts' lines and accounts.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from app.billing.models import PLATFORM_CLERK_ID
+from app.billing.models import PAYOUTS_PAID_CLERK_ID, PAYOUTS_PENDING_CLERK_ID, PLATFORM_CLERK_ID
 from app.db import utcnow
 from app.money import quantize
 
@@ -104,6 +105,68 @@ _INVARIANT_QUERIES: dict[str, str] = {
         LIMIT 100""",
 }
 
+# The payouts' checks (revision 0013 on; a database migrated only so far skips them).
+_PAYOUT_QUERIES: dict[str, str] = {
+    # The payouts-pending account holds exactly the requested payouts, and the payouts-paid
+    # account exactly the approved ones.
+    "payouts_pending_matches_requested": """
+        SELECT c.pending_balance, c.requested FROM (
+            SELECT COALESCE((SELECT balance FROM users WHERE clerk_id = :pending), 0)
+                     AS pending_balance,
+                   COALESCE((SELECT SUM(amount) FROM payouts WHERE status = 'requested'), 0)
+                     AS requested) c
+        WHERE c.pending_balance <> c.requested""",
+    "payouts_paid_matches_approved": """
+        SELECT c.paid_balance, c.approved FROM (
+            SELECT COALESCE((SELECT balance FROM users WHERE clerk_id = :paid), 0)
+                     AS paid_balance,
+                   COALESCE((SELECT SUM(amount) FROM payouts WHERE status = 'approved'), 0)
+                     AS approved) c
+        WHERE c.paid_balance <> c.approved""",
+    # Every payout's lines are the steps its state says, each a debit and a credit of its exact
+    # amount between the right accounts, and nothing else.
+    "payout_lines_match_state": """
+        SELECT p.id AS payout_id, p.status, p.amount,
+               COALESCE(t.requested_debit, 0) AS requested_debit,
+               COALESCE(t.requested_credit, 0) AS requested_credit,
+               COALESCE(t.returned_debit, 0) AS returned_debit,
+               COALESCE(t.returned_credit, 0) AS returned_credit,
+               COALESCE(t.paid_debit, 0) AS paid_debit,
+               COALESCE(t.paid_credit, 0) AS paid_credit,
+               COALESCE(t.lines, 0) AS lines
+        FROM payouts p
+        LEFT JOIN LATERAL (
+            SELECT SUM(x.amount) FILTER (WHERE x.kind = 'payout' AND x.type = 'debit'
+                                           AND x.user_id = p.user_id) AS requested_debit,
+                   SUM(x.amount) FILTER (WHERE x.kind = 'payout' AND x.type = 'credit'
+                                           AND x.user_id = pe.id) AS requested_credit,
+                   SUM(x.amount) FILTER (WHERE x.kind = 'payout_return' AND x.type = 'debit'
+                                           AND x.user_id = pe.id) AS returned_debit,
+                   SUM(x.amount) FILTER (WHERE x.kind = 'payout_return' AND x.type = 'credit'
+                                           AND x.user_id = p.user_id) AS returned_credit,
+                   SUM(x.amount) FILTER (WHERE x.kind = 'payout_paid' AND x.type = 'debit'
+                                           AND x.user_id = pe.id) AS paid_debit,
+                   SUM(x.amount) FILTER (WHERE x.kind = 'payout_paid' AND x.type = 'credit'
+                                           AND x.user_id = pa.id) AS paid_credit,
+                   COUNT(*) AS lines
+            FROM transactions x
+            LEFT JOIN users pe ON pe.clerk_id = :pending
+            LEFT JOIN users pa ON pa.clerk_id = :paid
+            WHERE x.payout_id = p.id) t ON true
+        WHERE COALESCE(t.requested_debit, 0) <> p.amount
+           OR COALESCE(t.requested_credit, 0) <> p.amount
+           OR COALESCE(t.returned_debit, 0)
+              <> CASE WHEN p.status = 'rejected' THEN p.amount ELSE 0 END
+           OR COALESCE(t.returned_credit, 0)
+              <> CASE WHEN p.status = 'rejected' THEN p.amount ELSE 0 END
+           OR COALESCE(t.paid_debit, 0)
+              <> CASE WHEN p.status = 'approved' THEN p.amount ELSE 0 END
+           OR COALESCE(t.paid_credit, 0)
+              <> CASE WHEN p.status = 'approved' THEN p.amount ELSE 0 END
+           OR COALESCE(t.lines, 0) <> CASE WHEN p.status = 'requested' THEN 2 ELSE 4 END
+        LIMIT 100""",
+}
+
 _TOTALS_SQL = """
     SELECT COALESCE(SUM(amount) FILTER (WHERE kind = 'usage' AND type = 'debit'), 0) AS usage,
            COALESCE(SUM(amount) FILTER (WHERE kind = 'earning' AND type = 'credit'), 0) AS earnings,
@@ -119,13 +182,32 @@ _TOTALS_SQL = """
 """
 
 
+_ACCOUNTS = {
+    "platform": PLATFORM_CLERK_ID,
+    "pending": PAYOUTS_PENDING_CLERK_ID,
+    "paid": PAYOUTS_PAID_CLERK_ID,
+}
+
+
+_PAYOUT_TOTALS_SQL = """
+    SELECT COALESCE(SUM(amount) FILTER (WHERE status = 'requested'), 0) AS payouts_requested,
+           COALESCE(SUM(amount) FILTER (WHERE status = 'approved'), 0) AS payouts_approved,
+           COALESCE(SUM(amount) FILTER (WHERE status = 'rejected'), 0) AS payouts_rejected
+    FROM payouts
+"""
+
+
 def check_invariants(session: Session) -> dict[str, Any]:
     """Check the ledger's invariants; every difference found is listed (at most 100 per check)."""
     differences: list[dict[str, Any]] = []
-    for name, sql in _INVARIANT_QUERIES.items():
-        for row in session.execute(text(sql), {"platform": PLATFORM_CLERK_ID}).mappings():
+    has_payouts = session.execute(text("SELECT to_regclass('payouts') IS NOT NULL")).scalar()
+    queries = {**_INVARIANT_QUERIES, **(_PAYOUT_QUERIES if has_payouts else {})}
+    for name, sql in queries.items():
+        for row in session.execute(text(sql), _ACCOUNTS).mappings():
             differences.append({"check": name, **{k: _plain(v) for k, v in row.items()}})
-    totals = session.execute(text(_TOTALS_SQL)).mappings().one()
+    totals = dict(session.execute(text(_TOTALS_SQL)).mappings().one())
+    if has_payouts:
+        totals.update(session.execute(text(_PAYOUT_TOTALS_SQL)).mappings().one())
     usage_gap = totals["usage"] - totals["earnings"] - totals["fees"]
     if usage_gap != 0:
         differences.append(

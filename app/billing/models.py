@@ -25,10 +25,17 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base, created_at_column, uuid_pk
 from app.enums import TransactionType, pg_enum
+from app.errors import InvalidTransition
 
 # The platform's own account: platform fees are credited to it, so that every account (this one
 # included) has balance = credits - debits, and usage debits = host earnings + platform fees.
 PLATFORM_CLERK_ID = "system:platform"
+# Payouts move money through two more platform accounts, so that the same rule holds: a requested
+# payout sits in PAYOUTS_PENDING until an admin decides; an approved one ends in PAYOUTS_PAID
+# (money that has left the platform), a rejected one goes back to the host.
+PAYOUTS_PENDING_CLERK_ID = "system:payouts-pending"
+PAYOUTS_PAID_CLERK_ID = "system:payouts-paid"
+SYSTEM_CLERK_IDS = (PLATFORM_CLERK_ID, PAYOUTS_PENDING_CLERK_ID, PAYOUTS_PAID_CLERK_ID)
 
 
 class EntryKind(StrEnum):
@@ -39,6 +46,13 @@ class EntryKind(StrEnum):
     EARNING = "earning"  # credit: the host's share of a usage charge
     FEE = "fee"  # credit to the platform account: its share of a usage charge
     ADJUSTMENT = "adjustment"  # anything else (manual corrections, test set-up)
+    # A payout's steps, each a pair of lines of the same amount (see Payout):
+    PAYOUT = "payout"  # requested: host debit, payouts-pending credit
+    PAYOUT_RETURN = "payout_return"  # rejected: payouts-pending debit, host credit
+    PAYOUT_PAID = "payout_paid"  # approved: payouts-pending debit, payouts-paid credit
+
+
+PAYOUT_KINDS = (EntryKind.PAYOUT, EntryKind.PAYOUT_RETURN, EntryKind.PAYOUT_PAID)
 
 
 class Transaction(Base):
@@ -48,7 +62,23 @@ class Transaction(Base):
     __table_args__ = (
         CheckConstraint("amount > 0", name="amount_positive"),
         CheckConstraint(
-            "kind IN ('topup', 'usage', 'earning', 'fee', 'adjustment')", name="kind_known"
+            "kind IN ('topup', 'usage', 'earning', 'fee', 'adjustment', 'payout',"
+            " 'payout_return', 'payout_paid')",
+            name="kind_known",
+        ),
+        # A payout's lines belong to it, and only its lines carry it.
+        CheckConstraint(
+            "(payout_id IS NOT NULL) = (kind IN ('payout', 'payout_return', 'payout_paid'))",
+            name="payout_lines_valid",
+        ),
+        # Each step of a payout is written once: one debit and one credit of each kind.
+        Index(
+            "uq_transactions_payout_kind_type",
+            "payout_id",
+            "kind",
+            "type",
+            unique=True,
+            postgresql_where=text("payout_id IS NOT NULL"),
         ),
         Index("ix_transactions_user_created", "user_id", "created_at", "id"),
         # A charge has at most one line of each kind: a charge can never be written twice.
@@ -105,6 +135,10 @@ class Transaction(Base):
     )
     # ...lines written since to a posting: the rental's n-th (hourly or final) posting.
     posting: Mapped[int | None] = mapped_column(Integer)
+    # Payout lines: the payout whose step they record.
+    payout_id: Mapped[uuid.UUID | None] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("payouts.id", ondelete="RESTRICT")
+    )
     description: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = created_at_column()
 
@@ -211,3 +245,65 @@ class RentalAccrual(Base):
     # Postings made (the next one is number postings + 1) and the rental hour they reach.
     postings: Mapped[int] = mapped_column(Integer, nullable=False)
     posted_until: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+
+class PayoutStatus(StrEnum):
+    REQUESTED = "requested"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+
+
+# The only transitions: an admin decides a requested payout once.
+PAYOUT_TRANSITIONS: dict[PayoutStatus, frozenset[PayoutStatus]] = {
+    PayoutStatus.REQUESTED: frozenset({PayoutStatus.APPROVED, PayoutStatus.REJECTED}),
+    PayoutStatus.APPROVED: frozenset(),
+    PayoutStatus.REJECTED: frozenset(),
+}
+
+
+class Payout(Base):
+    """A host's request to be paid `amount` out of its balance, and the admin's decision.
+
+    Ledger lines (`transactions.payout_id`): the request debits the host and credits the
+    payouts-pending account; an approval moves the amount from pending to payouts-paid; a
+    rejection moves it back to the host. The state changes only through :meth:`transition`.
+    """
+
+    __tablename__ = "payouts"
+    __table_args__ = (
+        CheckConstraint("amount > 0", name="amount_positive"),
+        CheckConstraint("status IN ('requested', 'approved', 'rejected')", name="status_known"),
+        CheckConstraint(
+            "(status = 'requested') = (decided_at IS NULL)", name="decided_when_not_requested"
+        ),
+        CheckConstraint("status <> 'rejected' OR reason IS NOT NULL", name="rejection_has_reason"),
+        Index("ix_payouts_user_created", "user_id", "created_at", "id"),
+        Index(
+            "ix_payouts_requested",
+            "created_at",
+            "id",
+            postgresql_where=text("status = 'requested'"),
+        ),
+    )
+
+    id: Mapped[uuid.UUID] = uuid_pk()
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("users.id", ondelete="RESTRICT"), nullable=False
+    )
+    amount: Mapped[Decimal] = mapped_column(Numeric(18, 4), nullable=False)
+    status: Mapped[str] = mapped_column(
+        String(16), nullable=False, default=PayoutStatus.REQUESTED.value
+    )
+    reason: Mapped[str | None] = mapped_column(Text)
+    decided_by: Mapped[uuid.UUID | None] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("users.id", ondelete="RESTRICT")
+    )
+    decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = created_at_column()
+
+    def transition(self, new: PayoutStatus) -> None:
+        """Move to `new`; anything but requested -> approved | rejected is a 409."""
+        current = PayoutStatus(self.status)
+        if new not in PAYOUT_TRANSITIONS[current]:
+            raise InvalidTransition(f"A payout that is {current} cannot become {new}.")
+        self.status = new.value

@@ -62,7 +62,13 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from app.auth.models import User
-from app.billing.models import PLATFORM_CLERK_ID, EntryKind, RentalAccrual, Transaction
+from app.billing.models import (
+    PLATFORM_CLERK_ID,
+    SYSTEM_CLERK_IDS,
+    EntryKind,
+    RentalAccrual,
+    Transaction,
+)
 from app.config import Settings, get_settings
 from app.enums import TransactionType
 from app.errors import Conflict, NotFound, ValidationFailed
@@ -79,12 +85,18 @@ def platform_account_id(session: Session) -> uuid.UUID:
     Every billing run (tick or settlement) credits this row, so holding its lock serialises the
     billing runs: a second run waits, then sees the first one's watermarks.
     """
+    return system_account_id(session, PLATFORM_CLERK_ID)
+
+
+def system_account_id(session: Session, clerk_id: str) -> uuid.UUID:
+    """The id of one of the platform's own accounts, created on first use and row-locked until
+    the transaction ends."""
     return session.execute(
         text(
             "INSERT INTO users (id, clerk_id, balance) VALUES (gen_random_uuid(), :clerk, 0) "
             "ON CONFLICT (clerk_id) DO UPDATE SET clerk_id = EXCLUDED.clerk_id RETURNING id"
         ),
-        {"clerk": PLATFORM_CLERK_ID},
+        {"clerk": clerk_id},
     ).scalar_one()
 
 
@@ -95,10 +107,12 @@ def platform_account_id(session: Session) -> uuid.UUID:
 # "SKIP LOCKED" for the periodic tick (a rental being ended is settled by its own transaction) and
 # empty for a settlement (which must wait for its rental).
 #
-# Account rows are not locked up front (that would write each of them twice): only billing takes
-# money out of a balance and billing runs one at a time, so the balance this statement reads is
-# at most what the account holds when its UPDATE lands (a top-up committing in between only adds),
-# and a renter's balance is never overdrawn. The UPDATE waits for a top-up in flight.
+# Account rows are not locked up front (that would write each of them twice): only billing and
+# payouts take money out of a balance, and both hold the platform account's row lock while they do
+# (billing runs one at a time; a payout request takes the same lock, see app/billing/payouts.py),
+# so the balance this statement reads is at most what the account holds when its UPDATE lands (a
+# top-up committing in between only adds), and a renter's balance is never overdrawn. The UPDATE
+# waits for a top-up in flight.
 _BILL_SQL = """
 WITH live AS MATERIALIZED (
     SELECT r.id AS rental_id, r.renter_id, COALESCE(a.host_id, n.owner_id) AS host_id,
@@ -407,7 +421,7 @@ def top_up(
     ).scalar_one_or_none()
     if user is None:
         raise NotFound("No such user.")
-    if user.clerk_id == PLATFORM_CLERK_ID:
+    if user.clerk_id in SYSTEM_CLERK_IDS:
         raise ValidationFailed(
             "The platform account cannot be topped up.",
             errors={"user_id": ["The platform account cannot be topped up."]},

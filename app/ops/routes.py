@@ -1,4 +1,4 @@
-"""Operator pages: /ops/queues (HTML and JSON), dead-letter actions, and /metrics.
+"""Operator pages: /ops/queues (HTML and JSON), dead-letter and payout actions, and /metrics.
 
 Registered on the Flask app directly (not through the Api), so none of this is in the OpenAPI
 document. Admins reach the page with Clerk's `__session` cookie, as browsers carry it, or with
@@ -12,6 +12,7 @@ import hmac
 import ipaddress
 import re
 import secrets
+import uuid
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -21,11 +22,13 @@ from flask_smorest import Blueprint
 
 from app.auth.current import authenticate, bearer_token, is_admin
 from app.auth.models import User
-from app.errors import Forbidden, NotFound, Unauthorized
+from app.billing.payouts import approve_payout, reject_payout, requested_payouts
+from app.errors import Forbidden, NotFound, Unauthorized, ValidationFailed
 from app.ops import metrics
 from app.ops.queues import QueueInspector, platform_queues
 from app.ops.service import act_on_dead_letters, snapshot
 from app.redis_client import get_redis
+from app.validation import has_control_characters
 from app.web import db_session
 
 blp = Blueprint(
@@ -100,6 +103,7 @@ def queues_page() -> Response:
         notice=notice,
         refresh_seconds=REFRESH_SECONDS,
         age=format_age,
+        payouts=requested_payouts(db_session()),
     )
     response = _secure_headers(Response(html, mimetype="text/html"), nonce)
     response.set_cookie(
@@ -146,6 +150,31 @@ def _act(queue: str, action: str, message_id: str | None) -> ResponseReturnValue
     if _wants_json():
         return jsonify({"action": action, "queue": queue, "message_id": message_id, "count": count})
     return redirect(url_for("ops.queues_page", done=action, count=count, queue=queue), code=303)
+
+
+@blp.route("/ops/payouts/<uuid:payout_id>/<any(approve, reject):action>", methods=["POST"])
+def payout_action(payout_id: uuid.UUID, action: str) -> ResponseReturnValue:
+    """Approve or reject a requested payout (a rejection needs a reason)."""
+    admin, via_cookie = ops_admin()
+    if via_cookie:
+        _check_csrf()
+    session = db_session()
+    if action == "approve":
+        payout = approve_payout(session, payout_id=payout_id, admin=admin)
+    else:
+        body = request.get_json(silent=True) if request.is_json else None
+        raw = request.form.get("reason") or (body or {}).get("reason") or ""
+        reason = raw.strip() if isinstance(raw, str) else ""
+        if not reason or len(reason) > 500 or has_control_characters(reason):
+            raise ValidationFailed(
+                "A rejection needs a reason (1-500 characters, one line).",
+                errors={"reason": ["1-500 characters without control characters."]},
+            )
+        payout = reject_payout(session, payout_id=payout_id, admin=admin, reason=reason)
+    session.commit()
+    if _wants_json():
+        return jsonify({"id": str(payout.id), "status": payout.status, "action": action})
+    return redirect(url_for("ops.queues_page"), code=303)
 
 
 def _wants_json() -> bool:

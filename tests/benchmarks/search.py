@@ -31,6 +31,13 @@ from urllib.parse import urlencode
 
 ROOT = Path(__file__).resolve().parents[2]
 SLOT = int(os.environ.get("DC_TEST_SLOT", "0"))
+
+
+def bench_redis_db(slot: int) -> int:
+    """The slot's spare Redis database (its tests use the first); slot 7 has one, shared."""
+    return 2 + slot * 2 if slot < 7 else 15
+
+
 DB_NAME = "dc_bench_search"
 PG_ADMIN_URL = os.environ.get("TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 PG_URL = f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{DB_NAME}"
@@ -39,7 +46,7 @@ ENV = {
     "DC_NO_DOTENV": "1",
     "DATABASE_URL": PG_URL.replace("postgresql://", "postgresql+psycopg2://"),
     # The slot's second Redis database (the tests use the first).
-    "REDIS_URL": f"redis://127.0.0.1:6379/{2 + SLOT * 2}",
+    "REDIS_URL": f"redis://127.0.0.1:6379/{bench_redis_db(SLOT)}",
     "DEV_JWT_PRIVATE_KEY": str(ROOT / "var" / "test-jwt-key.pem"),
     "CLERK_ISSUER": "https://clerk.bench.localhost",
     "ADMIN_USER_IDS": "bench-admin",

@@ -22,7 +22,13 @@ from flask_sock import Sock
 app = Flask(__name__)
 app.config["SOCK_SERVER_OPTIONS"] = {"ping_interval": 25, "max_message_size": 64 * 1024}
 sock = Sock(app)
-client = redis.Redis.from_url(os.environ["REDIS_URL"], decode_responses=True)
+# Greenlets wait for one of a few dozen connections (as in the platform's bridge), rather than
+# each opening its own and failing past the pool's limit.
+client = redis.Redis(
+    connection_pool=redis.BlockingConnectionPool.from_url(
+        os.environ["REDIS_URL"], max_connections=48, timeout=20, decode_responses=True
+    )
+)
 WELCOME = json.dumps({"event": "welcome", "data": {"heartbeat_interval": 5}})
 
 

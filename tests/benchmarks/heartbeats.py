@@ -105,10 +105,10 @@ def prepare(agents: int) -> list[tuple[str, str]]:
 
     recreate_database(BENCH, env=ENV)
 
+    from app.auth.keys import NODE_KEYS
     from app.auth.models import User
-    from app.auth.node_keys import issue_key
     from app.db import session_scope
-    from app.fleet.models import HostNode
+    from app.fleet.models import HostNode, NodeApiKey
     from app.influx import InfluxClient
     from app.redis_client import get_redis
 
@@ -116,21 +116,29 @@ def prepare(agents: int) -> list[tuple[str, str]]:
     influx = InfluxClient.from_settings()
     influx.query(f'DROP DATABASE "{BENCH}"')
     pairs = []
+    # In bulk: one flush for the nodes and one for their keys (what issue_key writes for a node
+    # that has none yet), not two round trips per node.
     with session_scope() as session:
         owner = User(clerk_id="bench-host", email="bench@example.com")
         session.add(owner)
         session.flush()
-        for i in range(agents):
-            node = HostNode(
+        nodes = [
+            HostNode(
                 owner_id=owner.id,
                 name=f"bench-{i}",
                 specs={**SPECS, "tflops": 82.6},
                 pricing={"hourly_rate": "1.0000", "auto_match_market": False},
                 location={"country": "US"},
             )
-            session.add(node)
-            session.flush()
-            pairs.append((str(node.id), issue_key(session, node_id=node.id).key))
+            for i in range(agents)
+        ]
+        session.add_all(nodes)
+        session.flush()
+        for node in nodes:
+            issued = NODE_KEYS.issue()
+            session.add(NodeApiKey(node_id=node.id, prefix=issued.lookup, key_hash=issued.key_hash))
+            pairs.append((str(node.id), issued.key))
+        session.flush()
     return pairs
 
 

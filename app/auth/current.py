@@ -115,7 +115,11 @@ def request_api_key() -> KeyIdentity | None:
 
 
 def authenticate(token: str | None) -> User:
-    claims = verified_claims(token)
+    # A route behind login_required has verified this bearer already: not twice per request.
+    memo = g.get("dc_claims")
+    claims = memo if memo is not None and token == g.get("dc_claims_token") else None
+    if claims is None:
+        claims = verified_claims(token)
     user = g.get("dc_user")
     if user is None or user.clerk_id != claims.user_id:
         key = request_api_key()
@@ -146,8 +150,10 @@ def require_login() -> Claims:
     """Authenticate the request without loading the user row when it is known to exist."""
     claims = g.get("dc_claims")
     if claims is None:
-        claims = verified_claims(bearer_token())
+        token = bearer_token()
+        claims = verified_claims(token)
         g.dc_claims = claims
+        g.dc_claims_token = token
     return claims
 
 

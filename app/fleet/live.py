@@ -31,6 +31,7 @@ OFFLINE_SET = "dc:nodes:offline"
 HEARTBEATS_COUNTER = "dc:metrics:heartbeats"  # total heartbeats received (ops: heartbeats/s)
 FLUSHED_UNTIL_KEY = "dc:fleet:last_seen_flushed"
 LIVE_TTL_SECONDS = 7 * 24 * 3600
+TTL_REFRESH_SECONDS = 3600  # a live hash's TTL is set again at most this often by the socket server
 
 
 def live_key(node_id: str) -> str:
@@ -68,8 +69,14 @@ def _num(value: float) -> str:
     return f"{value:.2f}".rstrip("0").rstrip(".")
 
 
-def write_sightings(client: redis.Redis, sightings: list[Sighting]) -> list[str]:
-    """Store a batch in one round trip; return the node ids that were marked offline."""
+def write_sightings(
+    client: redis.Redis, sightings: list[Sighting], ttl_set: dict[str, float] | None = None
+) -> list[str]:
+    """Store a batch in one round trip; return the node ids that were marked offline.
+
+    `ttl_set` is the caller's memo of when it last set each node's TTL (epoch seconds): with it,
+    a node's TTL is set again only every TTL_REFRESH_SECONDS, not on every heartbeat.
+    """
     pipe = client.pipeline(transaction=False)
     latest: dict[str, float] = {}
     for s in sightings:
@@ -85,18 +92,27 @@ def write_sightings(client: redis.Redis, sightings: list[Sighting]) -> list[str]
         if s.agent_version is not None:
             mapping["agent_version"] = s.agent_version
         pipe.hset(key, mapping=mapping)  # type: ignore[arg-type]
-        pipe.expire(key, LIVE_TTL_SECONDS)
+        if ttl_set is None:
+            pipe.expire(key, LIVE_TTL_SECONDS)
+        elif s.received_at - ttl_set.get(s.node_id, 0.0) >= TTL_REFRESH_SECONDS:
+            pipe.expire(key, LIVE_TTL_SECONDS)
+            ttl_set[s.node_id] = s.received_at
         latest[s.node_id] = max(latest.get(s.node_id, 0.0), s.received_at)
     pipe.zadd(LAST_SEEN_ZSET, latest)  # type: ignore[arg-type]
     heartbeats = sum(1 for s in sightings if s.metrics is not None)
     if heartbeats:
         pipe.incrby(HEARTBEATS_COUNTER, heartbeats)
     nodes = list(latest)
-    for node in nodes:  # one SREM each: its reply says whether that node had been offline
+    pipe.smismember(OFFLINE_SET, nodes)  # type: ignore[arg-type]
+    members = pipe.execute()[-1]
+    offline = [node for node, member in zip(nodes, members, strict=True) if member]
+    if not offline:  # the usual case: one round trip, one command per node fewer
+        return []
+    pipe = client.pipeline(transaction=False)
+    for node in offline:  # one SREM each: its reply says whether this batch brought it back
         pipe.srem(OFFLINE_SET, node)
-    replies = pipe.execute()
-    removed = replies[-len(nodes) :] if nodes else []
-    return [node for node, count in zip(nodes, removed, strict=True) if count]
+    removed = pipe.execute()
+    return [node for node, count in zip(offline, removed, strict=True) if count]
 
 
 def last_seen(client: redis.Redis, node_id: str) -> float | None:

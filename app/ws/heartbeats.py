@@ -35,6 +35,7 @@ class HeartbeatWriter:
         self.pending: list[live.Sighting] = []
         self.pending_lock = threading.Lock()
         self.pending_ready = threading.Event()
+        self.ttl_set: dict[str, float] = {}  # node -> when its live hash's TTL was last set
 
     def add(self, sighting: live.Sighting) -> None:
         with self.pending_lock:
@@ -74,7 +75,7 @@ class HeartbeatWriter:
         if lines:
             self.metrics.add(lines)
         try:
-            returning = live.write_sightings(self.redis, batch)
+            returning = live.write_sightings(self.redis, batch, self.ttl_set)
         except redis.RedisError as exc:
             log.warning("live data not stored", extra={"count": len(batch), "error": str(exc)})
             return

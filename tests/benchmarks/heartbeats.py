@@ -1,17 +1,28 @@
-"""Heartbeat benchmark: N simulated agents over real WebSockets on loopback.
+"""Heartbeat benchmark: N simulated agents over real WebSockets on loopback, against its floor.
 
 Starts the platform's socket server as production runs it (gunicorn, one gevent worker) on its
 own PostgreSQL and InfluxDB databases (dc_bench_heartbeats) and the spare Redis database of the
 test slot in DC_TEST_SLOT, registers N nodes, then a gevent client process connects N agents
-that each send hello and a heartbeat every 5 s. For a
-fixed window after everyone is connected it prints: agents connected, heartbeats/s sustained,
-p50/p99/max time from send to visible in Redis (polled every 5 ms), heartbeats lost, InfluxDB
-points and batches, and CPU seconds per 1,000 heartbeats for the server (and the client).
+that each send hello and a heartbeat every 5 s. For a fixed window after everyone is connected
+it prints: agents connected, heartbeats/s sustained, p50/p99/max time from send to visible in
+Redis (polled every 10 ms), heartbeats lost, InfluxDB points and batches, and CPU seconds per
+1,000 heartbeats for the server (and the client).
+
+Before that, the same client, N and window run against the floor (tests/benchmarks/floors/
+heartbeat_server.py: a bare flask-sock app under gunicorn with one gevent worker doing only
+`json.loads` and one Redis HSET per heartbeat). Machines are shared and their speed varies, so
+the figure that travels is the ratio of the two servers' CPU per heartbeat, measured in the
+same run; the load average is printed with it. The last lines are machine-readable:
+
+    BENCH heartbeats agents=10000 p99_ms=... lost=0 cpu_per_1k_s=... floor_cpu_per_1k_s=... ratio=... holds=yes
 
     python tests/benchmarks/heartbeats.py                      # 2,000 agents, 60 s window
-    python tests/benchmarks/heartbeats.py --agents 1000,2000,3000 --window 45
+    python tests/benchmarks/heartbeats.py --agents 10000 --window 60
+    python tests/benchmarks/heartbeats.py --agents 10000 --profile var/profiles   # py-spy
 
 With several counts it reports the largest that holds (p99 under 250 ms, none lost).
+`--profile DIR` samples each server's worker with py-spy during the window (raw collapsed
+stacks, `--nonblocking`) and prints the functions where it spent the most time.
 """
 
 from __future__ import annotations
@@ -35,6 +46,13 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 SLOT = int(os.environ.get("DC_TEST_SLOT", "1"))
+
+
+def bench_redis_db(slot: int) -> int:
+    """The slot's spare Redis database (its tests use the first); slot 7 has one, shared."""
+    return 2 + slot * 2 if slot < 7 else 15
+
+
 BENCH = "dc_bench_heartbeats"
 PG_ADMIN_URL = os.environ.get("TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 ENV = {
@@ -45,7 +63,9 @@ ENV = {
     )
     + f"/{BENCH}",
     # The second Redis database of this test slot (its tests use the first): not shared.
-    "REDIS_URL": os.environ.get("BENCH_REDIS_URL", f"redis://127.0.0.1:6379/{2 + SLOT * 2}"),
+    "REDIS_URL": os.environ.get(
+        "BENCH_REDIS_URL", f"redis://127.0.0.1:6379/{bench_redis_db(SLOT)}"
+    ),
     "INFLUXDB_URL": os.environ.get("TEST_INFLUXDB_URL", "http://127.0.0.1:8086"),
     "INFLUXDB_DATABASE": BENCH,
     "DEV_JWT_PRIVATE_KEY": str(ROOT / "var" / "bench-jwt-key.pem"),
@@ -55,6 +75,9 @@ ENV = {
     "FRPS_TOKEN": "bench-frps-token",
 }
 P99_TARGET_MS = 250.0
+# How often the client looks for its heartbeats in Redis: the latencies' resolution, and most of
+# the client's own cost (one HGET per outstanding heartbeat per poll).
+POLL_SECONDS = 0.010
 METRICS = {
     "cpu_temp": 55.0,
     "cpu_utilization": 12.5,
@@ -82,10 +105,10 @@ def prepare(agents: int) -> list[tuple[str, str]]:
 
     recreate_database(BENCH, env=ENV)
 
+    from app.auth.keys import NODE_KEYS
     from app.auth.models import User
-    from app.auth.node_keys import issue_key
     from app.db import session_scope
-    from app.fleet.models import HostNode
+    from app.fleet.models import HostNode, NodeApiKey
     from app.influx import InfluxClient
     from app.redis_client import get_redis
 
@@ -93,38 +116,81 @@ def prepare(agents: int) -> list[tuple[str, str]]:
     influx = InfluxClient.from_settings()
     influx.query(f'DROP DATABASE "{BENCH}"')
     pairs = []
+    # In bulk: one flush for the nodes and one for their keys (what issue_key writes for a node
+    # that has none yet), not two round trips per node.
     with session_scope() as session:
         owner = User(clerk_id="bench-host", email="bench@example.com")
         session.add(owner)
         session.flush()
-        for i in range(agents):
-            node = HostNode(
+        nodes = [
+            HostNode(
                 owner_id=owner.id,
                 name=f"bench-{i}",
                 specs={**SPECS, "tflops": 82.6},
                 pricing={"hourly_rate": "1.0000", "auto_match_market": False},
                 location={"country": "US"},
             )
-            session.add(node)
-            session.flush()
-            pairs.append((str(node.id), issue_key(session, node_id=node.id).key))
+            for i in range(agents)
+        ]
+        session.add_all(nodes)
+        session.flush()
+        for node in nodes:
+            issued = NODE_KEYS.issue()
+            session.add(NodeApiKey(node_id=node.id, prefix=issued.lookup, key_hash=issued.key_hash))
+            pairs.append((str(node.id), issued.key))
+        session.flush()
     return pairs
 
 
-def run_once(agents: int, window: float, interval: float, ramp: float) -> dict[str, Any]:
+def floor_server(port: int, agents: int) -> Any:
+    """The bare server the platform's figures are divided by (see tests/benchmarks/floors/)."""
+    from tests.procs import Proc
+
+    return Proc(
+        "bench-heartbeats-floor",
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-c",
+            "tests/benchmarks/floors/gunicorn.conf.py",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "tests.benchmarks.floors.heartbeat_server:app",
+        ],
+        {**ENV, "WORKER_CONNECTIONS": str(agents + 1000)},
+    )
+
+
+def run_once(
+    pairs: list[tuple[str, str]],
+    window: float,
+    interval: float,
+    ramp: float,
+    *,
+    floor: bool,
+    profile: Path | None = None,
+) -> dict[str, Any]:
     os.environ.update(ENV)
+    from app.redis_client import get_redis
     from tests.procs import api_server, free_port, wait_http
 
-    pairs = prepare(agents)
+    agents = len(pairs)
+    get_redis().flushdb()
     keys_file = ROOT / "var" / "bench-heartbeat-keys.json"
     keys_file.parent.mkdir(exist_ok=True)
     keys_file.write_text(json.dumps(pairs))
     port = free_port()
-    server = api_server(
-        port, {**ENV, "WORKER_CONNECTIONS": str(agents + 1000)}, name="bench-heartbeats-api"
-    ).start()
+    if floor:
+        server = floor_server(port, agents).start()
+        health = f"http://127.0.0.1:{port}/health"
+    else:
+        server = api_server(
+            port, {**ENV, "WORKER_CONNECTIONS": str(agents + 1000)}, name="bench-heartbeats-api"
+        ).start()
+        health = f"http://127.0.0.1:{port}/api/v1/health"
     try:
-        wait_http(f"http://127.0.0.1:{port}/api/v1/health", proc=server)
+        wait_http(health, proc=server)
         assert server.popen is not None
         client = subprocess.run(
             [
@@ -137,12 +203,13 @@ def run_once(agents: int, window: float, interval: float, ramp: float) -> dict[s
                 f"--interval={interval}",
                 f"--ramp={ramp}",
                 f"--server-pid={server.popen.pid}",
+                *([f"--profile={profile}"] if profile is not None else []),
             ],
             cwd=ROOT,
             env={**os.environ, **ENV},
             capture_output=True,
             text=True,
-            timeout=window + interval * 3 + agents / ramp + 120,
+            timeout=window + interval * 3 + agents / ramp * 4 + 240,
         )
         if client.returncode != 0:
             raise RuntimeError(f"client failed:\n{client.stderr[-3000:]}")
@@ -155,7 +222,7 @@ def run_once(agents: int, window: float, interval: float, ramp: float) -> dict[s
         except subprocess.TimeoutExpired:
             server.kill()
         keys_file.unlink(missing_ok=True)
-    result["influx_points_stored"] = _influx_count()
+    result["influx_points_stored"] = None if floor else _influx_count()
     return result
 
 
@@ -172,34 +239,41 @@ def _influx_count() -> int | None:
         return None
 
 
-def report(r: dict[str, Any]) -> None:
-    hb = max(1, r["visible"])
+def cpu_per_1k(r: dict[str, Any]) -> float:
+    return r["server_cpu_s"] / max(1, r["visible"]) * 1000
+
+
+def report(r: dict[str, Any], floor: dict[str, Any]) -> None:
+    """The platform's figures with the floor's beside them."""
+    print(f"{'':24}{'platform':>12}{'floor':>12}")
+    rows = [
+        ("agents connected", "connected", "{:.0f}"),
+        ("connect failures", "connect_failures", "{:.0f}"),
+        ("dropped", "dropped", "{:.0f}"),
+        ("heartbeats sent", "sent", "{:.0f}"),
+        ("p50 ms", "p50_ms", "{:.1f}"),
+        ("p99 ms", "p99_ms", "{:.1f}"),
+        ("max ms", "max_ms", "{:.1f}"),
+        ("lost", "lost", "{:.0f}"),
+        ("server CPU s", "server_cpu_s", "{:.2f}"),
+        ("client CPU s", "client_cpu_s", "{:.2f}"),
+    ]
+    for title, key, fmt in rows:
+        print(f"{title:24}{fmt.format(r[key]):>12}{fmt.format(floor[key]):>12}")
+    print(f"{'server CPU s per 1,000':24}{cpu_per_1k(r):>12.3f}{cpu_per_1k(floor):>12.3f}")
     print(
-        f"agents connected        {r['connected']}/{r['agents']} "
-        f"(connect failures {r['connect_failures']}, dropped {r['dropped']})"
+        f"{'server % of a core':24}{r['server_cpu_s'] / r['window'] * 100:>12.0f}"
+        f"{floor['server_cpu_s'] / floor['window'] * 100:>12.0f}"
     )
+    print(f"{'load average (1 min)':24}{r['loadavg']:>12.2f}{floor['loadavg']:>12.2f}")
     print(
-        f"heartbeats              {r['sent']} sent in {r['window']:.0f} s = "
-        f"{r['sent'] / r['window']:.1f}/s sustained (target {r['agents'] / r['interval']:.0f}/s)"
+        f"heartbeats/s sustained  {r['sent'] / r['window']:.1f} "
+        f"(target {r['agents'] / r['interval']:.0f}/s)"
     )
-    print(
-        f"send -> visible (Redis) p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, "
-        f"max {r['max_ms']:.1f} ms"
-    )
-    print(f"heartbeats lost         {r['lost']}")
     print(
         f"InfluxDB                {r['influx_points']} points in {r['influx_batches']} batches "
         f"during the window ({r['influx_points'] / max(1, r['influx_batches']):.0f} per batch); "
         f"{r['influx_points_stored']} node points stored overall"
-    )
-    print(
-        f"server CPU              {r['server_cpu_s']:.2f} s = "
-        f"{r['server_cpu_s'] / hb * 1000:.3f} s per 1,000 heartbeats "
-        f"({r['server_cpu_s'] / r['window'] * 100:.0f}% of a core)"
-    )
-    print(
-        f"client CPU              {r['client_cpu_s']:.2f} s "
-        f"({r['client_cpu_s'] / r['window'] * 100:.0f}% of a core)"
     )
 
 
@@ -218,26 +292,96 @@ def main() -> None:
     parser.add_argument("--window", type=float, default=60.0, help="measured seconds")
     parser.add_argument("--interval", type=float, default=5.0, help="heartbeat period")
     parser.add_argument("--ramp", type=float, default=250.0, help="connections per second")
+    parser.add_argument("--profile", type=Path, help="folder for py-spy profiles of the window")
+    parser.add_argument("--no-floor", action="store_true", help="skip the floor (no ratio)")
     args = parser.parse_args()
+    os.environ.update(ENV)
     counts = [int(c) for c in args.agents.split(",")]
     best = None
+    bench_lines = []
     for count in counts:
         print(
             f"== {count} agents, {args.window:.0f} s window, a heartbeat every "
-            f"{args.interval:g} s each",
+            f"{args.interval:g} s each; load average {_loadavg()}",
             flush=True,
         )
-        result = run_once(count, args.window, args.interval, args.ramp)
-        report(result)
+        pairs = prepare(count)
+        runs: dict[str, dict[str, Any]] = {}
+        for name in ("floor", "platform"):
+            if name == "floor" and args.no_floor:
+                continue
+            profile = None
+            if args.profile is not None:
+                args.profile.mkdir(parents=True, exist_ok=True)
+                profile = args.profile.resolve() / f"heartbeats-{count}-{name}.txt"
+            runs[name] = run_once(
+                pairs,
+                args.window,
+                args.interval,
+                args.ramp,
+                floor=name == "floor",
+                profile=profile,
+            )
+            if profile is not None and profile.exists():
+                print(f"-- py-spy, {name} worker, {count} agents ({profile})")
+                print(top_functions(profile))
+        result = runs["platform"]
+        floor = runs.get("floor", result)
+        report(result, floor)
         ok = holds(result)
+        ratio = cpu_per_1k(result) / max(1e-9, cpu_per_1k(floor)) if "floor" in runs else 0.0
         print(
-            f"holds (p99 < {P99_TARGET_MS:.0f} ms, none lost): {'yes' if ok else 'NO'}\n",
+            f"holds (p99 < {P99_TARGET_MS:.0f} ms, none lost): {'yes' if ok else 'NO'}; "
+            f"floor holds: {'yes' if holds(floor) else 'NO'}; "
+            f"CPU per heartbeat, platform / floor: {ratio:.2f}\n",
             flush=True,
+        )
+        bench_lines.append(
+            f"BENCH heartbeats agents={count} p99_ms={result['p99_ms']:.1f} "
+            f"lost={result['lost'] + result['dropped']} "
+            f"cpu_per_1k_s={cpu_per_1k(result):.3f} floor_cpu_per_1k_s={cpu_per_1k(floor):.3f} "
+            f"floor_p99_ms={floor['p99_ms']:.1f} floor_lost={floor['lost'] + floor['dropped']} "
+            f"loadavg={result['loadavg']:.2f} ratio={ratio:.2f} holds={'yes' if ok else 'no'}"
         )
         if ok:
             best = count
     if len(counts) > 1:
         print(f"largest N that holds: {best}")
+    for line in bench_lines:
+        print(line, flush=True)
+
+
+def _loadavg() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def top_functions(path: Path, limit: int = 15) -> str:
+    """The functions with the most samples in a py-spy raw profile: own time and total time."""
+    own: dict[str, int] = {}
+    total: dict[str, int] = {}
+    samples = idle = 0
+    for line in path.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        samples += count
+        frames = stack.split(";")
+        frames = [f for f in frames if not f.startswith("process ") and not f.startswith("thread ")]
+        if not frames or frames[-1].startswith("Hub.run "):
+            idle += count  # the gevent hub waiting in its event loop
+            continue
+        own[frames[-1]] = own.get(frames[-1], 0) + count
+        for frame in set(frames):
+            total[frame] = total.get(frame, 0) + count
+    busy = max(1, samples - idle)
+    out = [f"{samples} samples, {idle} idle; share of the busy ones, own time:"]
+    for frame, n in sorted(own.items(), key=lambda kv: -kv[1])[:limit]:
+        out.append(f"  {n / busy * 100:5.1f}%  {frame}")
+    out.append("total time (with callees):")
+    for frame, n in sorted(total.items(), key=lambda kv: -kv[1])[:limit]:
+        out.append(f"  {n / busy * 100:5.1f}%  {frame}")
+    return "\n".join(out)
 
 
 # ------------------------------------------------------------------------------ client
@@ -282,9 +426,12 @@ def client_main(argv: list[str]) -> None:
         try:
             with connect_gate:
                 ws = websocket.create_connection(
-                    url, header=[f"Authorization: Bearer {key}"], timeout=30
+                    url, header=[f"Authorization: Bearer {key}"], timeout=60
                 )
                 ws.recv()  # welcome
+                # No read timeout from here: a ping the server sends late under load must not
+                # end the reader (and count the agent as dropped).
+                ws.settimeout(None)
                 ws.send(
                     json.dumps(
                         {
@@ -333,7 +480,7 @@ def client_main(argv: list[str]) -> None:
 
     def monitor() -> None:
         while True:
-            gevent.sleep(0.005)
+            gevent.sleep(POLL_SECONDS)
             if not outstanding:
                 continue
             nodes = list(outstanding)
@@ -354,12 +501,15 @@ def client_main(argv: list[str]) -> None:
         gevent.spawn(agent, node, key, start + i / ramp) for i, (node, key) in enumerate(pairs)
     ]
     gevent.spawn(monitor)
-    connected_by = start + len(pairs) / ramp + 5
+    # Measure only once everyone is connected: handshakes (authentication, the hello) cost far
+    # more than heartbeats, and a window that overlaps them measures the ramp, not the steady
+    # state. A loaded machine connects more slowly than `ramp`: allow for it.
+    connected_by = start + len(pairs) / ramp * 4 + 60
     while time.time() < connected_by and state["connected"] + state["connect_failures"] < len(
         pairs
     ):
         gevent.sleep(0.2)
-    gevent.sleep(interval + 1)  # every agent has sent a heartbeat or two
+    gevent.sleep(interval * 2)  # every agent has sent a heartbeat or two since it connected
 
     def cpu(proc: psutil.Process) -> float:
         total = 0.0
@@ -372,6 +522,28 @@ def client_main(argv: list[str]) -> None:
         return total
 
     me = psutil.Process()
+    profiler = None
+    if opts.get("profile"):
+        workers = server.children()
+        profiler = subprocess.Popen(
+            [
+                str(Path(sys.executable).with_name("py-spy")),
+                "record",
+                "--nonblocking",
+                "--format",
+                "raw",
+                "--rate",
+                "50",
+                "--duration",
+                str(int(window)),
+                "--pid",
+                str((workers[0] if workers else server).pid),
+                "-o",
+                opts["profile"],
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
     stats0 = redis.hgetall(STATS_KEY)
     server0, client0 = cpu(server), cpu(me)
     state["measuring"] = True
@@ -380,7 +552,10 @@ def client_main(argv: list[str]) -> None:
     state["measuring"] = False
     elapsed = time.time() - began
     server1, client1 = cpu(server), cpu(me)
+    loadavg = os.getloadavg()[0]
     gevent.sleep(2.0)  # let the last heartbeats of the window become visible
+    if profiler is not None:
+        profiler.wait(30)
     stats1 = redis.hgetall(STATS_KEY)
     state["lost"] += len(outstanding)
 
@@ -401,6 +576,7 @@ def client_main(argv: list[str]) -> None:
         "influx_batches": int(stats1.get("batches", 0)) - int(stats0.get("batches", 0)),
         "server_cpu_s": server1 - server0,
         "client_cpu_s": client1 - client0,
+        "loadavg": loadavg,
     }
     result.pop("measuring")
     gevent.killall(greenlets, block=False)

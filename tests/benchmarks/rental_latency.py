@@ -13,7 +13,16 @@ production runs it (gunicorn, gevent worker) and one Dramatiq worker process, th
 2. active with a real container: the real agent (`python -m agent`) starts localhost/busybox
    on the real container engine; measured from the POST until GET /rentals/{id} says active.
 
-Prints p50/p99 in milliseconds. Targets: p99 under 200 ms to the agent, under 2 s to active.
+The floor, measured in the same run: a Dramatiq round trip (send -> the actor runs) on the same
+broker settings and worker options (tests/benchmarks/floors/dramatiq_roundtrip.py), paced like
+the rentals. POST -> agent takes one such hop plus the platform's work, so its ratio to that
+round trip is the figure that travels between machines.
+
+Prints p50/p99 in milliseconds, the ratios with the load average, and machine-readable lines:
+
+    BENCH rental_latency measure=to_agent p50_ms=... p99_ms=... floor_p50_ms=... ratio=...
+
+Targets: p99 under 200 ms to the agent, under 2 s to active.
 """
 
 from __future__ import annotations
@@ -30,6 +39,13 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 SLOT = int(os.environ.get("DC_TEST_SLOT", "0"))
+
+
+def bench_redis_db(slot: int) -> int:
+    """The slot's spare Redis database (its tests use the first); slot 7 has one, shared."""
+    return 2 + slot * 2 if slot < 7 else 15
+
+
 DB_NAME = "dc_bench_rental_latency"
 PG_ADMIN_URL = os.environ.get("TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 PG_URL = f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{DB_NAME}"
@@ -38,7 +54,9 @@ ENV = {
     "DC_NO_DOTENV": "1",
     "DATABASE_URL": PG_URL.replace("postgresql://", "postgresql+psycopg2://"),
     # The slot's second Redis database (the tests use the first).
-    "REDIS_URL": f"redis://127.0.0.1:6379/{2 + SLOT * 2}",
+    "REDIS_URL": os.environ.get(
+        "BENCH_REDIS_URL", f"redis://127.0.0.1:6379/{bench_redis_db(SLOT)}"
+    ),
     "INFLUXDB_DATABASE": DB_NAME,
     "DEV_JWT_PRIVATE_KEY": str(ROOT / "var" / "test-jwt-key.pem"),
     "CLERK_ISSUER": "https://clerk.bench.localhost",
@@ -236,11 +254,59 @@ class Bench:
         wait_until(lambda: self.node_status(node_id) == "online", 60, 0.01, what="the node free")
 
 
-def percentiles(values: list[float]) -> str:
+def p50_p99(values: list[float]) -> tuple[float, float]:
     ms = sorted(v * 1000 for v in values)
-    p50 = statistics.median(ms)
-    p99 = ms[min(len(ms) - 1, round(0.99 * (len(ms) - 1)))]
-    return f"p50 {p50:7.1f} ms   p99 {p99:7.1f} ms   max {ms[-1]:7.1f} ms   (n={len(ms)})"
+    return statistics.median(ms), ms[min(len(ms) - 1, round(0.99 * (len(ms) - 1)))]
+
+
+def percentiles(values: list[float]) -> str:
+    p50, p99 = p50_p99(values)
+    return f"p50 {p50:7.1f} ms   p99 {p99:7.1f} ms   max {max(values) * 1000:7.1f} ms   (n={len(values)})"
+
+
+def dramatiq_floor(rounds: int, worker_timeout: int) -> list[float]:
+    """Send -> run of a bare Dramatiq actor, `rounds` times, paced like the rentals."""
+    import uuid
+
+    from app.redis_client import get_redis
+
+    floor = Proc(
+        "bench-rentals-floor",
+        [
+            sys.executable,
+            "-m",
+            "dramatiq",
+            "tests.benchmarks.floors.dramatiq_roundtrip",
+            "--processes",
+            "1",
+            "--threads",
+            "8",
+        ],
+        {"dramatiq_worker_timeout": str(worker_timeout)},
+    ).start()
+    from tests.benchmarks.floors.dramatiq_roundtrip import touch
+
+    client = get_redis()
+    times = []
+    try:
+        for i in range(rounds + 5):
+            key = f"bench:floor:{uuid.uuid4().hex}"
+            sent = time.time()
+            touch.send(key)
+            deadline = time.monotonic() + 30
+            value = None
+            while value is None and time.monotonic() < deadline:
+                value = client.get(key)
+                if value is None:
+                    time.sleep(0.001)
+            if value is None:
+                raise RuntimeError(f"the floor actor did not run:\n{floor.tail()}")
+            if i >= 5:  # the first few warm the worker up
+                times.append(float(value) - sent)
+            time.sleep(PACE_SECONDS)
+    finally:
+        floor.stop()
+    return times
 
 
 def main() -> None:
@@ -316,6 +382,8 @@ def main() -> None:
             to_active.append(bench.until_active(rental_id) - t0)
             bench.stop_and_free(rental_id, node_id)
 
+        floor = dramatiq_floor(args.rentals, args.worker_timeout)
+        load = os.getloadavg()[0]
         print(
             f"rental latency over {args.rentals} rentals each (gunicorn+gevent API, 1 worker "
             f"process x 8 threads, worker timeout {args.worker_timeout} ms, Podman):"
@@ -324,6 +392,29 @@ def main() -> None:
         print(f"  POST -> agent receives start_instance: {percentiles(to_agent)}")
         print(f"  POST -> active, agent answering at once: {percentiles(to_active_fast)}")
         print(f"  POST -> active, real agent + container:  {percentiles(to_active)}")
+        print(f"  floor: Dramatiq send -> actor runs:      {percentiles(floor)}")
+        floor_p = p50_p99(floor)
+        print(
+            f"ratios on p50 to the Dramatiq round trip (p99 in brackets); load average {load:.2f}"
+        )
+        for measure, values in (
+            ("to_agent", to_agent),
+            ("to_active_fast", to_active_fast),
+            ("to_active_container", to_active),
+        ):
+            p = p50_p99(values)
+            print(f"  {measure:22} {p[0] / floor_p[0]:6.2f} ({p[1] / floor_p[1]:.2f})")
+        for measure, values in (
+            ("to_agent", to_agent),
+            ("to_active_fast", to_active_fast),
+            ("to_active_container", to_active),
+        ):
+            p = p50_p99(values)
+            print(
+                f"BENCH rental_latency measure={measure} p50_ms={p[0]:.1f} p99_ms={p[1]:.1f} "
+                f"floor_p50_ms={floor_p[0]:.1f} floor_p99_ms={floor_p[1]:.1f} "
+                f"loadavg={load:.2f} ratio={p[0] / floor_p[0]:.2f}"
+            )
     finally:
         for proc in reversed(procs):
             proc.stop()

@@ -11,7 +11,17 @@ a week of status history, materialises reliability, then starts the API as produ
 * SQL: the bare query the service builds for that search, over a plain psycopg2 connection
   (the floor: what the database alone costs).
 
-Prints p50/p99 in milliseconds. Targets: uncached p99 < 25 ms, cached p99 < 3 ms.
+Floors, measured in the same run: the bare SQL of each search, GET /me (the cheapest
+authenticated request), and for GET /me itself a bare Flask route with the same JWT check under
+the same gunicorn settings (tests/benchmarks/floors/jwt_server.py). Prints p50/p99 in
+milliseconds, then the ratios (on p50; p99 beside them) with the load average, and one
+machine-readable line per figure:
+
+    BENCH me p50_ms=... p99_ms=... floor_p50_ms=... floor_p99_ms=... loadavg=... ratio=...
+    BENCH search name=default uncached_p50_ms=... sql_p50_ms=... floor_p50_ms=... ... ratio=...
+
+Targets: GET /me within 2x its floor; cached search within 1.2x GET /me; uncached within 3x
+its bare SQL plus the floor (and, in absolute terms, uncached p99 < 25 ms, cached p99 < 3 ms).
 """
 
 from __future__ import annotations
@@ -31,6 +41,13 @@ from urllib.parse import urlencode
 
 ROOT = Path(__file__).resolve().parents[2]
 SLOT = int(os.environ.get("DC_TEST_SLOT", "0"))
+
+
+def bench_redis_db(slot: int) -> int:
+    """The slot's spare Redis database (its tests use the first); slot 7 has one, shared."""
+    return 2 + slot * 2 if slot < 7 else 15
+
+
 DB_NAME = "dc_bench_search"
 PG_ADMIN_URL = os.environ.get("TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 PG_URL = f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{DB_NAME}"
@@ -39,7 +56,9 @@ ENV = {
     "DC_NO_DOTENV": "1",
     "DATABASE_URL": PG_URL.replace("postgresql://", "postgresql+psycopg2://"),
     # The slot's second Redis database (the tests use the first).
-    "REDIS_URL": f"redis://127.0.0.1:6379/{2 + SLOT * 2}",
+    "REDIS_URL": os.environ.get(
+        "BENCH_REDIS_URL", f"redis://127.0.0.1:6379/{bench_redis_db(SLOT)}"
+    ),
     "DEV_JWT_PRIVATE_KEY": str(ROOT / "var" / "test-jwt-key.pem"),
     "CLERK_ISSUER": "https://clerk.bench.localhost",
     "ADMIN_USER_IDS": "bench-admin",
@@ -104,6 +123,7 @@ CITIES = [
     ("IT", "Milan", 45.46, 9.19),
     ("NO", "Oslo", 59.91, 10.75),
 ]
+SLUGS = ["default", "gpu_model", "near", "q", "ram_tflops_page2"]
 SEARCHES: list[tuple[str, dict[str, str]]] = [
     ("default (relevance = price)", {}),
     (
@@ -258,7 +278,7 @@ def main() -> None:
     from app.marketplace.schemas import OfferQueryArgsSchema
     from app.marketplace.service import build_search, parse_terms
     from app.redis_client import get_redis
-    from tests.procs import api_server, free_port, wait_http
+    from tests.procs import Proc, api_server, free_port, wait_http
 
     started = time.perf_counter()
     with session_scope() as session:
@@ -283,6 +303,20 @@ def main() -> None:
     token = mint_dev_token(settings, "bench-renter", email="renter@bench.example")
     port = free_port()
     server = api_server(port, name="bench-search-api").start()
+    floor_port = free_port()
+    floor = Proc(
+        "bench-search-floor",
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-c",
+            "tests/benchmarks/floors/gunicorn.conf.py",
+            "--bind",
+            f"127.0.0.1:{floor_port}",
+            "tests.benchmarks.floors.jwt_server:app",
+        ],
+    ).start()
     headers = {"Authorization": f"Bearer {token}"}
     base = f"http://127.0.0.1:{port}/api/v1/offers"
     # A lean keep-alive client, so the figures are the server's and not the client library's.
@@ -356,12 +390,31 @@ def main() -> None:
                     [line for line in plan if "Scan" in line][:2],
                 )
             )
-        # The floor of any authenticated request: GET /me (token check and user row only).
-        for _ in range(20):
+        # The floor of any authenticated request: GET /me (token check and user row only), and
+        # its own floor: the same JWT check in a bare Flask route. Interleaved in rounds, so that
+        # a change in the machine's load touches both alike.
+        wait_http(f"http://127.0.0.1:{floor_port}/me", proc=floor)
+        floor_http = http.client.HTTPConnection("127.0.0.1", floor_port, timeout=10)
+
+        def timed_floor() -> float:
+            begin = time.perf_counter()
+            floor_http.request("GET", "/me", headers=headers)
+            response = floor_http.getresponse()
+            response.read()
+            assert response.status == 200
+            return (time.perf_counter() - begin) * 1000
+
+        for _ in range(50):
             timed_path("/api/v1/me")
-        me = [timed_path("/api/v1/me") for _ in range(options.requests)]
+            timed_floor()
+        me, me_floor = [], []
+        for _ in range(options.requests // 50):
+            me += [timed_path("/api/v1/me") for _ in range(50)]
+            me_floor += [timed_floor() for _ in range(50)]
+        floor_http.close()
     finally:
         server.stop()
+        floor.stop()
         conn.close()
 
     log("")
@@ -376,10 +429,42 @@ def main() -> None:
             f"{cac_p[0]:6.2f} / {cac_p[1]:6.2f}  {items}"
         )
     me_p = percentiles(me)
+    floor_p = percentiles(me_floor)
     log(
         f"{'GET /me (the floor of any authenticated request)':58} {'':15} "
         f"{me_p[0]:6.2f} / {me_p[1]:6.2f}"
     )
+    log(
+        f"{'bare Flask route, same JWT check (the floor of GET /me)':58} {'':15} "
+        f"{floor_p[0]:6.2f} / {floor_p[1]:6.2f}"
+    )
+    load = os.getloadavg()[0]
+    log("")
+    log(f"ratios on p50 (p99 in brackets); load average {load:.2f}")
+    me_ratio = me_p[0] / floor_p[0]
+    log(
+        f"{'GET /me / bare JWT route (target <= 2)':58} {me_ratio:6.2f} "
+        f"({me_p[1] / floor_p[1]:.2f})"
+    )
+    bench = [
+        f"BENCH me p50_ms={me_p[0]:.2f} p99_ms={me_p[1]:.2f} floor_p50_ms={floor_p[0]:.2f} "
+        f"floor_p99_ms={floor_p[1]:.2f} loadavg={load:.2f} ratio={me_ratio:.2f}"
+    ]
+    for slug, (title, sql_p, unc_p, cac_p, *_rest) in zip(SLUGS, results, strict=True):
+        unc_ratio = unc_p[0] / (sql_p[0] + floor_p[0])
+        cac_ratio = cac_p[0] / me_p[0]
+        log(
+            f"{title[:40]:40} uncached / (SQL + floor) {unc_ratio:5.2f} "
+            f"({unc_p[1] / (sql_p[1] + floor_p[1]):.2f}; target <= 3)   "
+            f"cached / GET /me {cac_ratio:5.2f} ({cac_p[1] / me_p[1]:.2f}; target <= 1.2)"
+        )
+        bench.append(
+            f"BENCH search name={slug} sql_p50_ms={sql_p[0]:.2f} uncached_p50_ms={unc_p[0]:.2f} "
+            f"uncached_p99_ms={unc_p[1]:.2f} cached_p50_ms={cac_p[0]:.2f} "
+            f"cached_p99_ms={cac_p[1]:.2f} me_p50_ms={me_p[0]:.2f} "
+            f"floor_p50_ms={floor_p[0]:.2f} cached_ratio={cac_ratio:.2f} loadavg={load:.2f} "
+            f"ratio={unc_ratio:.2f}"
+        )
     log("")
     for title, *_rest, plan in results:
         log(f"plan, {title}: {' | '.join(plan)}")
@@ -390,6 +475,9 @@ def main() -> None:
         f"worst p99 uncached {worst_uncached:.2f} ms (target < 25), "
         f"cached {worst_cached:.2f} ms (target < 3)"
     )
+    log("")
+    for line in bench:
+        log(line)
 
 
 if __name__ == "__main__":

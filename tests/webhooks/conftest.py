@@ -8,9 +8,8 @@ import pytest
 
 import app.config
 from app.config import Settings
-from app.enums import NodeStatus
 from tests.procs import Proc, scheduler_process, wait_until, worker_process
-from tests.rentals.helpers import set_node_status
+from tests.rentals.conftest import host, online_node, renter  # noqa: F401 (the same fixtures)
 from tests.webhooks.receiver import Receiver
 
 # Retries in fractions of a second, a short attempt timeout, and a broker that hands a killed
@@ -27,26 +26,6 @@ FAST = {
 def set_settings(settings: Settings) -> None:
     """Replace this process's settings (what get_settings() returns to the actors called here)."""
     app.config._settings = settings
-
-
-@pytest.fixture
-def host(make_user):
-    return make_user("user_host", email="host@example.com")
-
-
-@pytest.fixture
-def renter(make_user):
-    return make_user("user_renter", email="renter@example.com", balance="100.0000")
-
-
-@pytest.fixture
-def online_node(register_node, host):
-    def _make(**overrides):
-        node = register_node(host, **overrides)
-        set_node_status(node.id, NodeStatus.ONLINE)
-        return node
-
-    return _make
 
 
 @pytest.fixture

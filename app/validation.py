@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -90,6 +91,28 @@ class Text(fields.String):
         text = super()._deserialize(value, attr, data, **kwargs)
         check_text(text, multiline=self.multiline)
         return text
+
+
+class UtcDateTime(fields.AwareDateTime):
+    """An ISO 8601 time with its offset, loaded as UTC, between 1970 and 9998.
+
+    Python takes offsets up to 24 h and years from 1; PostgreSQL refuses offsets past 15:59 and a
+    year-1 time moved to UTC overflows: both were 500s before this field.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("format", "iso")
+        super().__init__(**kwargs)
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> datetime:
+        loaded = super()._deserialize(value, attr, data, **kwargs)
+        try:
+            utc = loaded.astimezone(UTC)
+        except OverflowError:
+            raise ValidationError("Must be a time between 1970 and 9998.") from None
+        if not 1970 <= utc.year <= 9998:
+            raise ValidationError("Must be a time between 1970 and 9998.")
+        return utc
 
 
 class PlainDecimal(fields.Decimal):

@@ -7,7 +7,7 @@ from app.billing.models import PayoutStatus
 from app.enums import TransactionType
 from app.money import POSITIVE_PATTERN, Money
 from app.pagination import PageArgsSchema
-from app.validation import BaseSchema, Text
+from app.validation import BaseSchema, Text, UtcDateTime
 
 POSITIVE = {"pattern": POSITIVE_PATTERN}
 MAX_EARNING_PERIODS = 366
@@ -66,8 +66,7 @@ class InvariantReportSchema(Schema):
 
 class EarningsQueryArgsSchema(BaseSchema):
     every = fields.Enum(Every, by_value=True, load_default=Every.DAY)
-    since = fields.AwareDateTime(
-        format="iso",
+    since = UtcDateTime(
         load_default=None,
         metadata={"description": "Only ledger lines posted at or after this time."},
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from marshmallow import Schema, fields
 
-from app.validation import BaseSchema, Text
+from app.validation import BaseSchema, Text, UtcDateTime
 
 
 class SelfTestQueuedSchema(Schema):
@@ -38,8 +38,8 @@ class SelfTestListSchema(Schema):
 
 
 class MaintenanceCreateSchema(BaseSchema):
-    starts_at = fields.AwareDateTime(required=True, format="iso")
-    ends_at = fields.AwareDateTime(required=True, format="iso")
+    starts_at = UtcDateTime(required=True)
+    ends_at = UtcDateTime(required=True)
     reason = Text(required=True, min_length=1, max_length=500)
 
 

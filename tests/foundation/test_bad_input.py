@@ -133,6 +133,26 @@ def test_a_lone_surrogate_in_a_json_string_is_a_422(client, user, db):
     assert _counts(db) == before
 
 
+@pytest.mark.parametrize(
+    "since", ["0279-10-22T20:58:07.92+20:15", "0001-01-01T00:00:00+01:00", "1969-12-31T23:59:59Z"]
+)
+def test_a_time_postgresql_cannot_hold_is_a_422(client, user, since):
+    # An offset past 15:59 or a year-1 time moved to UTC were 500s (found by schemathesis).
+    response = client.get(
+        "/api/v1/billing/earnings", query_string={"since": since}, headers=user.headers
+    )
+    assert "since" in assert_error(response, 422, errors=True)["errors"]
+
+
+def test_a_utc_time_with_a_large_offset_is_taken_as_the_same_instant(client, user):
+    response = client.get(
+        "/api/v1/billing/earnings",
+        query_string={"since": "2026-01-01T20:15:00+20:15"},
+        headers=user.headers,
+    )
+    assert response.status_code == 200, response.json
+
+
 def test_item_errors_beside_a_schema_error_are_a_422_with_string_keys(client, user):
     # An invalid list item (errors keyed by its index) and a whole-list rule (a string key) in
     # one answer: JSON output sorts keys, so mixed key types once made this a 500.

@@ -12,8 +12,6 @@ import tarfile
 import uuid
 from datetime import UTC, datetime, timedelta
 
-import pytest
-
 from agent.protocol import MAX_FRAME_BYTES
 from agent.runspec import CAP_ADD
 from tests.agent.conftest import IMAGE, TEST_KEY, node_containers, start_command
@@ -300,14 +298,12 @@ def test_hello_after_a_reconnect_reports_every_rental_on_the_node(platform, agen
     assert {c["state"] for c in hello["data"]["containers"]} == {"running"}
 
 
-@pytest.mark.skipif(shutil.which("ssh") is None, reason="needs the ssh client")
 def test_ssh_with_the_renters_key_works_under_the_reduced_capabilities(
     platform, agent, engine, node_id, tmp_path
 ):
-    try:
-        engine.images.get("localhost/dc-ssh:latest")
-    except Exception:
-        pytest.skip("the SSH test image (localhost/dc-ssh) is not built on this machine")
+    # make test installs the ssh client and builds the image: a missing one is a failure.
+    assert shutil.which("ssh"), "the ssh client is missing (make test installs openssh-client)"
+    engine.images.get("localhost/dc-ssh:latest")
     key = tmp_path / "id_ed25519"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
     rental_id = _rental()

@@ -7,6 +7,7 @@ verifies them with that key's public half through exactly the same code.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -101,7 +102,11 @@ _lock = threading.Lock()
 
 
 def ensure_dev_key(path: str) -> rsa.RSAPrivateKey:
-    """Load the development signing key, creating it (mode 0600) on first use."""
+    """Load the development signing key, creating it (mode 0600) on first use.
+
+    Processes that start together (test workers, the API and the workers) may all find it
+    missing: each writes its own key to a private file and links it into place, which fails
+    when another got there first, so every process ends up with the one key that is there."""
     file = Path(path)
     with _lock:
         if not file.exists():
@@ -112,10 +117,15 @@ def ensure_dev_key(path: str) -> rsa.RSAPrivateKey:
                 serialization.PrivateFormat.PKCS8,
                 serialization.NoEncryption(),
             )
-            tmp = file.with_suffix(".tmp")
+            tmp = file.with_name(f"{file.name}.{os.getpid()}.tmp")
             tmp.write_bytes(pem)
             tmp.chmod(0o600)
-            tmp.replace(file)
+            try:
+                os.link(tmp, file)  # never replaces a key another process put there
+            except FileExistsError:
+                pass
+            finally:
+                tmp.unlink(missing_ok=True)
         loaded = serialization.load_pem_private_key(file.read_bytes(), password=None)
     assert isinstance(loaded, rsa.RSAPrivateKey)
     return loaded

@@ -16,6 +16,7 @@ from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.orm import Session
 
 from app.enums import NodeStatus
+from app.fleet.capacity import is_full
 from app.fleet.events import node_changed
 from app.fleet.models import HostNode
 from app.fleet.state import transition_node
@@ -43,8 +44,9 @@ def specs_cover(declared: Mapping[str, Any], detected: Mapping[str, Any]) -> boo
 
 
 def status_when_seen(session: Session, node: HostNode) -> NodeStatus:
-    """Where a node that is heard from again belongs: busy with its rental, maintenance, online."""
-    if live_rentals_for_node(session, node.id):
+    """Where a node that is heard from again belongs: busy when its rentals hold every GPU,
+    maintenance, online."""
+    if is_full(node):
         return NodeStatus.BUSY
     if node.maintenance:
         return NodeStatus.MAINTENANCE

@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    CheckConstraint,
     Computed,
     DateTime,
     ForeignKey,
@@ -31,7 +32,10 @@ class HostNode(Base):
 
     __tablename__ = "host_nodes"
     # The liveness sweep looks nodes up by status and last heartbeat.
-    __table_args__ = (Index("ix_host_nodes_status_last_seen_at", "status", "last_seen_at"),)
+    __table_args__ = (
+        Index("ix_host_nodes_status_last_seen_at", "status", "last_seen_at"),
+        CheckConstraint("gpus_in_use >= 0", name="gpus_in_use_not_negative"),
+    )
 
     id: Mapped[uuid.UUID] = uuid_pk()
     owner_id: Mapped[uuid.UUID] = mapped_column(
@@ -70,6 +74,11 @@ class HostNode(Base):
     )
     list_unverified: Mapped[bool] = mapped_column(
         Boolean, nullable=False, default=False, server_default=text("false")
+    )
+    # GPUs held by the node's live rentals (a CPU-only node's one rental counts 1: the whole
+    # node); changed with the rentals it counts (app/rentals/gpus.py).
+    gpus_in_use: Mapped[int] = mapped_column(
+        Integer, nullable=False, default=0, server_default=text("0")
     )
     last_seen_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     status_changed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

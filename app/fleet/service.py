@@ -15,6 +15,7 @@ from app.config import get_settings
 from app.db import utcnow
 from app.enums import NodeStatus
 from app.errors import Conflict, NotFound
+from app.fleet.capacity import in_use
 from app.fleet.events import node_changed
 from app.fleet.models import HostNode
 from app.fleet.state import transition_node
@@ -106,10 +107,8 @@ def update_node(
 
 def set_maintenance(session: Session, node: HostNode, on: bool) -> None:
     if on:
-        if node.status == NodeStatus.BUSY:
-            raise Conflict(
-                "The node has a running rental; drain it and wait for the rental to end."
-            )
+        if node.status == NodeStatus.BUSY or in_use(node):
+            raise Conflict("The node has live rentals; drain it and wait for them to end.")
         node.maintenance = True
         if node.status != NodeStatus.OFFLINE:
             transition_node(session, node, NodeStatus.MAINTENANCE, reason="host maintenance")

@@ -43,6 +43,12 @@ OFFER_INDEXES = (
         postgresql_where=OFFER_INDEX_WHERE,
     ),
     Index(
+        "ix_offers_price_per_gpu",
+        (HostNode.hourly_rate / func.greatest(HostNode.gpu_count, 1)),
+        HostNode.id,
+        postgresql_where=OFFER_INDEX_WHERE,
+    ),
+    Index(
         "ix_offers_country_price",
         HostNode.country,
         HostNode.hourly_rate,

@@ -92,7 +92,11 @@ def _range(kind: str, low: int | str, high: int | str) -> FieldSpec:
 # The searchable fields; the marketplace service maps each to its indexed column.
 FIELDS: dict[str, FieldSpec] = {
     "gpu_model": FieldSpec("text"),
-    "gpu_count": _range("int", 0, 64),
+    "gpu_count": _range("int", 0, 64),  # free now, as gpu_free and num_gpus
+    "gpu_free": _range("int", 0, 64),
+    "num_gpus": _range("int", 0, 64),
+    "gpu_total": _range("int", 0, 64),  # the node's GPUs, taken or not
+    "price_per_gpu": _range("decimal", 0, 1_000_000_000),
     "gpu_vram_gb": _range("decimal", 0, 4096),
     "tflops": _range("decimal", 0, 1_000_000),
     "cpu_cores": _range("int", 0, 4096),

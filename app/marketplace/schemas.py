@@ -18,7 +18,7 @@ from app.marketplace.query import MAX_QUERY_LENGTH
 from app.pagination import PageArgsSchema
 from app.validation import PlainDecimal, Text
 
-SORTS = ("relevance", "price", "-price", "distance", "tflops", "value")
+SORTS = ("relevance", "price", "-price", "price_per_gpu", "distance", "tflops", "value")
 # Half the Earth's circumference: every point is within this distance of every other.
 MAX_DISTANCE_KM = 20_016
 _COUNTRY = re.compile(r"^[A-Za-z]{2}$", re.ASCII)
@@ -143,6 +143,16 @@ class OfferSchema(Schema):
         allow_none=True,
     )
     verified = fields.Boolean()
+    gpu_free = fields.Integer(
+        metadata={"description": "GPUs no rental holds now (0 on a CPU-only node)."}
+    )
+    price_per_gpu = fields.String(
+        allow_none=True,
+        metadata={
+            "description": "hourly_rate / gpu_count, 4 places: what one GPU of this node costs "
+            "per hour (null on a CPU-only node, which is rented whole)."
+        },
+    )
     reliability = fields.Float(
         allow_none=True,
         metadata={

@@ -27,17 +27,24 @@ from app.db import get_engine
 from app.errors import ValidationFailed
 from app.marketplace.cache import CACHE_PREFIX, CachedSearch, cached_page
 from app.marketplace.query import QueryError, Term, parse_query
-from app.marketplace.sql import SqlFragments, bounding_box, distance_sql
+from app.marketplace.sql import GPU_FREE, PRICE_PER_GPU, SqlFragments, bounding_box, distance_sql
 from app.pagination import decode_cursor, encode_cursor
 
 log = logging.getLogger(__name__)
 
 # Must match the expression of ix_offers_value.
 VALUE_EXPR = "(n.tflops / NULLIF(n.hourly_rate, 0))"
+# Must match the expression of ix_offers_price_per_gpu (a CPU-only node: its whole price).
+PRICE_PER_GPU_KEY = "(n.hourly_rate / greatest(n.gpu_count, 1))"
 
 # Query-language fields -> SQL (the only column names that reach the SQL text).
+# The GPU counts match the GPUs free now: a node with 3 of 8 free is offered for up to 3.
 COLUMNS: dict[str, str] = {
-    "gpu_count": "n.gpu_count",
+    "gpu_count": GPU_FREE,
+    "gpu_free": GPU_FREE,
+    "num_gpus": GPU_FREE,
+    "gpu_total": "n.gpu_count",
+    "price_per_gpu": PRICE_PER_GPU,
     "gpu_vram_gb": "n.gpu_vram_gb",
     "tflops": "n.tflops",
     "cpu_cores": "n.cpu_cores",
@@ -51,7 +58,7 @@ COLUMNS: dict[str, str] = {
 OPERATORS: dict[str, str] = {"=": "=", "!=": "<>", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
 # Filter parameters of GET /offers that are lower bounds, and their columns.
 MINIMUMS: dict[str, str] = {
-    "min_gpu_count": "n.gpu_count",
+    "min_gpu_count": GPU_FREE,
     "min_vram_gb": "n.gpu_vram_gb",
     "min_tflops": "n.tflops",
     "min_cpu_cores": "n.cpu_cores",
@@ -137,6 +144,8 @@ class SortMode:
         """The sort key expressions (the node id follows as the tie-breaker)."""
         if self.name == "price":
             return ["n.hourly_rate"]
+        if self.name == "price_per_gpu":
+            return [PRICE_PER_GPU_KEY]
         if self.name == "tflops":
             return ["n.tflops"]
         if self.name == "value":
@@ -152,6 +161,7 @@ class SortMode:
 SORT_MODES = {
     "price": SortMode("price", False),
     "-price": SortMode("price", True),
+    "price_per_gpu": SortMode("price_per_gpu", False),
     "tflops": SortMode("tflops", True),
     "value": SortMode("value", True),
     "distance": SortMode("distance", False),
@@ -295,6 +305,7 @@ def build_search(args: dict[str, Any], terms: list[Term]) -> Search:
     )
     inner = (
         "SELECT n.id, n.gpu_model, n.gpu_count, n.gpu_vram_gb, n.tflops, n.cpu_cores, "
+        f"{GPU_FREE} AS gpu_free, {PRICE_PER_GPU} AS price_per_gpu, "
         "n.ram_gb, n.disk_gb, n.hourly_rate, n.country, n.location->>'city' AS city, "
         "n.measured_specs, "
         f"n.verified, {distance or 'NULL::float8'} AS distance, {', '.join(sort_columns)} "
@@ -313,7 +324,8 @@ def build_search(args: dict[str, Any], terms: list[Term]) -> Search:
         "p.hourly_rate::text AS hourly_rate, "
         "(SELECT row_to_json(place) FROM (SELECT p.country, p.city) place) AS location, "
         f"{distance_item}p.verified, "
-        "(SELECT r.reliability FROM node_reliability r WHERE r.node_id = p.id) AS reliability"
+        "(SELECT r.reliability FROM node_reliability r WHERE r.node_id = p.id) AS reliability, "
+        "p.gpu_free, round(p.price_per_gpu, 4)::text AS price_per_gpu"
         f") item), {', '.join(outer_keys)} FROM ({inner}) p "
         f"ORDER BY {', '.join(k + direction for k in outer_keys)}"
     )

@@ -14,10 +14,16 @@ from typing import Any
 EARTH_RADIUS_KM = 6371.0088
 KM_PER_DEGREE = 2 * math.pi * EARTH_RADIUS_KM / 360
 # What a renter may rent now. The partial offer indexes (migration 0005) use exactly this.
-# (needs_reconcile: not in the partial indexes' predicates, which this one still implies.)
+# (needs_reconcile and the free GPUs: not in the partial indexes' predicates, which this one
+# still implies. A node whose rentals hold every GPU is `busy` once its rentals are provisioned;
+# gpus_in_use says so from the moment they are requested.)
 OFFER_PREDICATE = (
     "n.status = 'online' AND NOT n.draining AND NOT n.maintenance AND NOT n.needs_reconcile"
+    " AND n.gpus_in_use < greatest(n.gpu_count, 1)"
 )
+# The GPUs free now (0 on a CPU-only node) and the price of one GPU (NULL on a CPU-only node).
+GPU_FREE = "greatest(n.gpu_count - n.gpus_in_use, 0)"
+PRICE_PER_GPU = "(n.hourly_rate / NULLIF(n.gpu_count, 0))"
 
 
 @dataclass

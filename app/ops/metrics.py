@@ -203,6 +203,7 @@ class PlatformCollector:
         try:
             nodes = vitals.nodes_by_status(session)
             rentals = vitals.rentals_by_status(session)
+            gpus = vitals.gpus_in_use(session)
             lag = vitals.billing_lag_seconds(session, utcnow())
         finally:
             session.close()
@@ -213,6 +214,14 @@ class PlatformCollector:
         family = GaugeMetricFamily("dc_rentals", "Rentals by status.", labels=["status"])
         for status, count in rentals.items():
             family.add_metric([status], count)
+        yield family
+        family = GaugeMetricFamily(
+            "dc_gpus",
+            "GPUs of the nodes not offline, by whether a rental holds them.",
+            labels=["state"],
+        )
+        family.add_metric(["in_use"], gpus["in_use"])
+        family.add_metric(["free"], gpus["total"] - gpus["in_use"])
         yield family
         yield GaugeMetricFamily(
             "dc_billing_lag_seconds",

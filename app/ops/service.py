@@ -54,6 +54,7 @@ def snapshot(session: Session, client: redis.Redis, settings: Any) -> dict[str, 
         lambda: vitals.agent_vitals(client, timeout_s=settings.heartbeat_timeout_seconds, now=now),
     )
     nodes = part("nodes", lambda: vitals.nodes_by_status(session))
+    gpus = part("gpus", lambda: vitals.gpus_in_use(session))
     jobs = part("jobs", lambda: vitals.periodic_jobs(client, settings, now=now))
     audit = part("audit", lambda: recent_audit(session))
     webhooks = part("webhooks", lambda: webhook_delivery.ops_summary(session, now=utcnow()))
@@ -75,6 +76,7 @@ def snapshot(session: Session, client: redis.Redis, settings: Any) -> dict[str, 
             "oldest_unacked_command_age_s": _round(agents.oldest_command_age_s) if agents else None,
             "oldest_unacked_command_node": agents.oldest_command_node if agents else None,
             "nodes": nodes,
+            "gpus": gpus,
             "billing_tick_age_s": vitals.last_run_age(jobs, "billing")
             if jobs is not None
             else None,

@@ -58,6 +58,17 @@ def nodes_by_status(session: Session) -> dict[str, int]:
     return counts
 
 
+def gpus_in_use(session: Session) -> dict[str, int]:
+    """GPUs across the fleet (nodes not offline) and how many of them live rentals hold."""
+    total, used = session.execute(
+        select(
+            func.coalesce(func.sum(HostNode.gpu_count), 0),
+            func.coalesce(func.sum(func.least(HostNode.gpus_in_use, HostNode.gpu_count)), 0),
+        ).where(HostNode.status != NodeStatus.OFFLINE)
+    ).one()
+    return {"total": int(total), "in_use": int(used)}
+
+
 def rentals_by_status(session: Session) -> dict[str, int]:
     counts = {s.value: 0 for s in RentalStatus}
     for status, count in session.execute(

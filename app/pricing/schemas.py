@@ -16,8 +16,12 @@ class DemandSchema(Schema):
     similar_nodes = fields.Integer(
         metadata={"description": "Online or busy nodes, same GPU model."}
     )
-    busy_nodes = fields.Integer()
-    busy_fraction = fields.Float(allow_none=True)
+    busy_nodes = fields.Integer(metadata={"description": "Of those, nodes with every GPU rented."})
+    gpus = fields.Integer(metadata={"description": "The GPUs of those nodes."})
+    gpus_in_use = fields.Integer(metadata={"description": "Of those, GPUs rented now."})
+    busy_fraction = fields.Float(
+        allow_none=True, metadata={"description": "gpus_in_use / gpus: demand is per GPU."}
+    )
     multiplier = fields.String(metadata={"description": "Applied to the basis price."})
 
 

@@ -15,8 +15,9 @@ The formula (documented in docs/pricing-baseline.md):
 * Basis: "market" (the median) when the sample holds at least MIN_SAMPLES prices, otherwise
   "baseline" (app.pricing.baseline: a reference price per GPU model; CPU-only nodes per core and
   per GB of RAM).
-* Demand: b = busy / comparable nodes (auto-matching ones included). With at least MIN_SAMPLES
-  comparable nodes the basis price is multiplied by
+* Demand, per GPU: b = GPUs rented / GPUs of the comparable nodes (auto-matching ones included;
+  a node's rentals may hold some of its GPUs). With at least MIN_SAMPLES comparable nodes the
+  basis price is multiplied by
   1 + MAX_SURGE * (b - 0.5) / 0.5 when b >= 0.5 (up to +20 % when all are busy), and
   1 - MAX_DISCOUNT * (0.5 - b) / 0.5 when b < 0.5 (down to -10 % when none is); else by 1.
 * suggested = quantize(basis price * multiplier), at least PRICING_FLOOR_HOURLY_RATE (a
@@ -60,7 +61,8 @@ MIN_LOG_SPREAD = 0.05
 class Peer:
     id: uuid.UUID
     per_gpu: Decimal
-    busy: bool
+    gpus: int
+    gpus_in_use: int
     auto_match: bool
 
 
@@ -75,9 +77,11 @@ class MarketStats:
 @dataclass(frozen=True)
 class Demand:
     similar_nodes: int
-    busy_nodes: int
-    busy_fraction: Decimal | None
+    busy_nodes: int  # every GPU rented
+    busy_fraction: Decimal | None  # rented GPUs / GPUs
     multiplier: Decimal
+    gpus: int = 0
+    gpus_in_use: int = 0
 
 
 @dataclass(frozen=True)
@@ -104,6 +108,8 @@ class Suggestion:
             "demand": {
                 "similar_nodes": self.demand.similar_nodes,
                 "busy_nodes": self.demand.busy_nodes,
+                "gpus": self.demand.gpus,
+                "gpus_in_use": self.demand.gpus_in_use,
                 "busy_fraction": (
                     None
                     if self.demand.busy_fraction is None
@@ -146,11 +152,18 @@ def trim_outliers(sorted_values: Sequence[Decimal]) -> list[Decimal]:
     return [v for v, x in zip(sorted_values, logs, strict=True) if abs(x - median) <= limit]
 
 
-def demand_multiplier(similar: int, busy: int) -> tuple[Decimal | None, Decimal]:
-    """(busy fraction, price multiplier) for the comparable nodes; 1 when too few to judge."""
+def demand_multiplier(
+    similar: int, busy: int, *, gpus: int | None = None, gpus_in_use: int | None = None
+) -> tuple[Decimal | None, Decimal]:
+    """(busy fraction, price multiplier) for the comparable nodes; 1 when too few to judge.
+
+    With `gpus` the fraction is of GPUs (`gpus_in_use / gpus`), else of whole nodes."""
     if similar == 0:
         return None, Decimal(1)
-    fraction = Decimal(busy) / Decimal(similar)
+    if gpus:
+        fraction = Decimal(gpus_in_use or 0) / Decimal(gpus)
+    else:
+        fraction = Decimal(busy) / Decimal(similar)
     if similar < MIN_SAMPLES:
         return fraction, Decimal(1)
     if fraction >= TARGET_BUSY:
@@ -178,7 +191,7 @@ class SmartPricingService:
                     HostNode.id,
                     HostNode.hourly_rate,
                     HostNode.gpu_count,
-                    HostNode.status,
+                    HostNode.gpus_in_use,
                     HostNode.auto_match_market,
                 ).where(
                     func.lower(HostNode.gpu_model) == key,
@@ -191,7 +204,8 @@ class SmartPricingService:
                 Peer(
                     id=row.id,
                     per_gpu=Decimal(row.hourly_rate) / row.gpu_count,
-                    busy=row.status == NodeStatus.BUSY,
+                    gpus=int(row.gpu_count),
+                    gpus_in_use=min(int(row.gpus_in_use), int(row.gpu_count)),
                     auto_match=bool(row.auto_match_market),
                 )
                 for row in rows
@@ -215,9 +229,11 @@ class SmartPricingService:
 
         peers = [p for p in self.peers(str(node.specs["gpu_model"])) if p.id != node.id]
         prices = trim_outliers(sorted(p.per_gpu for p in peers if not p.auto_match))
-        busy = sum(1 for p in peers if p.busy)
-        fraction, multiplier = demand_multiplier(len(peers), busy)
-        demand = Demand(len(peers), busy, fraction, multiplier)
+        busy = sum(1 for p in peers if p.gpus_in_use >= p.gpus)
+        gpus = sum(p.gpus for p in peers)
+        in_use = sum(p.gpus_in_use for p in peers)
+        fraction, multiplier = demand_multiplier(len(peers), busy, gpus=gpus, gpus_in_use=in_use)
+        demand = Demand(len(peers), busy, fraction, multiplier, gpus, in_use)
         count = Decimal(gpu_count)
         if prices:
             market = MarketStats(

@@ -24,6 +24,7 @@ from app.config import Settings
 from app.db import utcnow
 from app.enums import NodeStatus
 from app.fleet import commands
+from app.fleet.capacity import is_full
 from app.fleet.events import node_changed
 from app.fleet.liveness import clear_reconcile
 from app.fleet.models import HostNode
@@ -37,7 +38,7 @@ from app.proxy.service import (
     release_ports,
     release_quarantine,
 )
-from app.rentals import launch
+from app.rentals import gpus, launch
 from app.rentals.availability import NOT_STARTED, Unavailable, why_unavailable
 from app.rentals.models import Rental
 from app.rentals.service import rental_event
@@ -83,8 +84,9 @@ def _lock_node(session: Session, node_id: uuid.UUID) -> HostNode:
 
 
 def _free_node(session: Session, node: HostNode, rental: Rental) -> None:
-    """The rental no longer holds the node: busy goes back to online; offline stays offline."""
-    if node.status == NodeStatus.BUSY:
+    """The rental no longer holds its GPUs (released with its end): a busy node with a GPU free
+    again goes back to online; offline stays offline."""
+    if node.status == NodeStatus.BUSY and not is_full(node):
         transition_node(session, node, NodeStatus.ONLINE, reason=f"rental {rental.id} ended")
 
 
@@ -146,11 +148,11 @@ def _complete(
 
 
 def provision(session: Session, *, rental_id: str, settings: Settings) -> float | None:
-    """Reserve the node, allocate the public ports and queue start_instance.
+    """Assign the rental's GPUs, allocate the public ports and queue start_instance.
 
     Returns the seconds left until the start timeout when start_instance was queued (the
     caller schedules the check), None when there is nothing to start. Safe to run again for the
-    same rental: the node is already ours, the ports already allocated are kept, and the start
+    same rental: the GPUs and the ports already assigned are kept, and the start
     command is sent again (the agent ignores a repeat).
     """
     rental = _lock_rental(session, rental_id)
@@ -166,6 +168,12 @@ def provision(session: Session, *, rental_id: str, settings: Settings) -> float 
             code = "node_offline" if problem == Unavailable.OFFLINE else "insufficient_resources"
             _cancel(session, rental, node, NOT_STARTED[problem], code)
             return None
+    try:
+        assigned = gpus.assign(session, rental, node)
+    except gpus.NoFreeGpu as exc:
+        _cancel(session, rental, node, str(exc), "insufficient_resources")
+        return None
+    if node.status != NodeStatus.BUSY and is_full(node):
         transition_node(session, node, NodeStatus.BUSY, reason=f"rental {rental.id}")
     keys = launch.dedupe_keys(rental.ssh_keys or [], account_ssh_keys(session, rental.renter_id))
     if len(keys) > launch.MAX_SSH_KEYS:
@@ -208,6 +216,7 @@ def provision(session: Session, *, rental_id: str, settings: Settings) -> float 
         settings=settings,
         ssh_keys=keys,
         registry_auth=registry_auth,
+        assigned=[(gpu.gpu_index, gpu.gpu_uuid) for gpu in assigned],
     )
     # Past the start timeout the rental is cancelled: a start that reaches the agent later (after
     # an outage) must not run. The pump drops it, and the agent refuses it.

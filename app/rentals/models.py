@@ -29,11 +29,10 @@ from app.enums import RentalStatus, pg_enum
 class Rental(Base):
     __tablename__ = "rentals"
     __table_args__ = (
-        # A rental takes a whole node: at most one pending or active rental per node.
+        # A node holds several live rentals (one per share of its GPUs): found by node.
         Index(
-            "uq_rentals_one_live_per_node",
+            "ix_rentals_live_by_node",
             "node_id",
-            unique=True,
             postgresql_where=text("status IN ('pending', 'active')"),
         ),
         Index("ix_rentals_renter_created", "renter_id", "created_at"),
@@ -49,6 +48,7 @@ class Rental(Base):
             "phase IN ('queued', 'pulling', 'starting', 'running', 'stopping', 'ended')",
             name="phase_known",
         ),
+        CheckConstraint("gpu_count >= 0", name="gpu_count_not_negative"),
     )
 
     id: Mapped[uuid.UUID] = uuid_pk()
@@ -76,6 +76,10 @@ class Rental(Base):
         JSONB, nullable=False, default=list, server_default=text("'[]'::jsonb")
     )
     cost_per_hour: Mapped[Decimal] = mapped_column(Numeric(18, 4), nullable=False)
+    # How many of the node's GPUs the rental holds (0 on a CPU-only node, rented whole).
+    gpu_count: Mapped[int] = mapped_column(
+        Integer, nullable=False, default=0, server_default=text("0")
+    )
     start_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     end_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     container_id: Mapped[str | None] = mapped_column(String(128))
@@ -114,6 +118,35 @@ class Rental(Base):
     failure_code: Mapped[str | None] = mapped_column(String(32))
     created_at: Mapped[datetime] = created_at_column()
     updated_at: Mapped[datetime] = updated_at_column()
+
+
+class RentalGpu(Base):
+    """A GPU a worker assigned to a rental (app/rentals/gpus.py). While `released_at` is NULL
+    the GPU is the rental's: the partial unique index keeps it from a second live rental."""
+
+    __tablename__ = "rental_gpus"
+    __table_args__ = (
+        PrimaryKeyConstraint("rental_id", "gpu_index"),
+        Index(
+            "uq_rental_gpus_one_live_rental_per_gpu",
+            "node_id",
+            "gpu_index",
+            unique=True,
+            postgresql_where=text("released_at IS NULL"),
+        ),
+        CheckConstraint("gpu_index >= 0", name="gpu_index_not_negative"),
+    )
+
+    rental_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("rentals.id", ondelete="CASCADE"), nullable=False
+    )
+    node_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("host_nodes.id", ondelete="RESTRICT"), nullable=False
+    )
+    gpu_index: Mapped[int] = mapped_column(Integer, nullable=False)
+    gpu_uuid: Mapped[str | None] = mapped_column(String(128))
+    released_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = created_at_column()
 
 
 class RentalFinalLogs(Base):

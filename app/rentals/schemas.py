@@ -50,6 +50,17 @@ class RentalCreateSchema(LaunchOptionsSchema):
         load_default=list,
     )
     max_hourly_rate = Money(load_default=None, allow_none=True, metadata=POSITIVE)
+    gpu_count = fields.Integer(
+        strict=True,
+        load_default=None,
+        allow_none=True,
+        validate=validate.Range(min=0, max=64),
+        metadata={
+            "description": "How many of the node's GPUs to rent (default: all of them, the whole "
+            "node). The rental gets the same share of CPU cores and RAM and pays "
+            "hourly_rate x gpu_count / the node's GPUs. A CPU-only node is rented whole (0)."
+        },
+    )
     accept_maintenance = fields.Boolean(
         load_default=False,
         metadata={
@@ -93,6 +104,7 @@ class RentalSchema(Schema):
     env = fields.Dict(keys=fields.String(), values=fields.String())
     ports = fields.List(fields.Integer())
     cost_per_hour = Money()
+    gpu_count = fields.Integer()
     cost_so_far = Money(allow_none=True)
     credit_minutes_left = fields.Integer(allow_none=True)
     connection_info = fields.Dict(allow_none=True)
@@ -146,6 +158,7 @@ class HostRentalSchema(Schema):
     status = fields.Enum(RentalStatus, by_value=True)
     image = fields.String()
     ports = fields.List(fields.Integer())
+    gpu_count = fields.Integer()
     cost_per_hour = Money()
     billed_amount = Money()
     failure_reason = fields.String(allow_none=True)

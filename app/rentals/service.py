@@ -13,7 +13,6 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.auth.models import User
@@ -23,11 +22,13 @@ from app.config import Settings
 from app.db import utcnow
 from app.enums import RentalStatus
 from app.errors import Conflict, NotFound, PaymentRequired, TooManyRequests, ValidationFailed
+from app.fleet.capacity import gpu_total, is_full
+from app.fleet.events import node_changed
 from app.fleet.models import HostNode
 from app.money import quantize, to_wire
 from app.pagination import newest_first_page
 from app.proxy.service import ports_held_by
-from app.rentals import launch
+from app.rentals import gpus, launch
 from app.rentals.availability import REQUEST_REFUSED, Unavailable, why_unavailable
 from app.rentals.models import Rental
 from app.rentals.schemas import RentalSchema
@@ -37,7 +38,6 @@ from app.webhooks.events import record_event
 from app.webhooks.models import EventType
 
 log = logging.getLogger(__name__)
-LIVE_INDEX = "uq_rentals_one_live_per_node"
 PRIVATE_COLUMNS = frozenset({"registry_auth_sealed"})  # never in a view, sealed or not
 
 
@@ -57,8 +57,14 @@ def create_rental(
     ssh_keys: list[str] | None = None,
     registry_auth: dict[str, str] | None = None,
     labels: dict[str, str] | None = None,
+    gpu_count: int | None = None,
 ) -> Rental:
-    """Write a pending rental at the node's current price; the workers take it from there."""
+    """Write a pending rental of `gpu_count` of the node's GPUs (default: all of them) at their
+    share of the node's current price; the workers take it from there.
+
+    The node's row lock (taken before the renter's, the order the workers use too) serialises
+    requests for one node: its GPUs are counted and reserved (app/rentals/gpus.py) before the
+    lock is released at commit."""
     keys = launch.dedupe_keys(ssh_keys or [])
     if len(launch.dedupe_keys(keys, account_ssh_keys(session, renter.id))) > launch.MAX_SSH_KEYS:
         raise ValidationFailed(
@@ -75,13 +81,15 @@ def create_rental(
                 "This platform does not accept registry credentials (no REGISTRY_AUTH_KEY).",
                 errors={"json": {"registry_auth": ["Not accepted by this platform."]}},
             ) from None
-    node = session.get(HostNode, node_id)
+    node = session.execute(
+        select(HostNode).where(HostNode.id == node_id).with_for_update()
+    ).scalar_one_or_none()
     if node is None:
         raise NotFound("No such node.")
     if node.owner_id == renter.id:
         raise Conflict("You cannot rent your own node.")
     problem = why_unavailable(node)
-    if problem in (None, Unavailable.OFFLINE) and _has_live_rental(session, node.id):
+    if problem in (None, Unavailable.OFFLINE) and is_full(node):
         problem = Unavailable.BUSY
     if problem is not None and problem != Unavailable.BUSY:
         # Another host's node that is not on offer (offline, maintenance, draining, reconciling)
@@ -89,14 +97,15 @@ def create_rental(
         raise NotFound("No such node.")
     if problem is not None:
         raise Conflict(REQUEST_REFUSED[problem])
+    count = gpus.requested(node, gpu_count)
     # The renter's row lock serialises their rent requests: the quota and balance checks below
     # count the live rentals committed before this one, so concurrent requests cannot overrun.
     renter = _lock_user(session, renter)
     _check_quotas(session, renter=renter, ports=len(ports), settings=settings)
-    price = quantize(Decimal(node.hourly_rate))
+    price = gpus.price(node, count)
     if max_hourly_rate is not None and price > max_hourly_rate:
         raise Conflict(
-            f"The node's price is now {to_wire(price)} per hour, above your "
+            f"The price of {_share(node, count)} is now {to_wire(price)} per hour, above your "
             f"max_hourly_rate of {to_wire(max_hourly_rate)}."
         )
     _check_balance(session, renter=renter, price=price, minutes=settings.min_balance_minutes)
@@ -111,6 +120,7 @@ def create_rental(
         env=dict(env),
         ports=list(ports),
         cost_per_hour=price,
+        gpu_count=count,
         entrypoint=entrypoint,
         onstart=onstart,
         ssh_keys=keys,
@@ -118,16 +128,19 @@ def create_rental(
         labels=dict(labels or {}),
     )
     check_fits(session, rental=rental, node=node, settings=settings)
-    try:
-        with session.begin_nested():
-            session.add(rental)
-            session.flush()
-    except IntegrityError as exc:
-        if LIVE_INDEX in str(exc.orig):
-            raise Conflict("The node was just rented by someone else.") from None
-        raise
+    gpus.reserve(session, node, count)
+    session.add(rental)
+    session.flush()
     session.refresh(rental)
+    node_changed(session, node.id)  # its free GPUs changed: the offers cache goes stale
     return rental
+
+
+def _share(node: HostNode, count: int) -> str:
+    total = gpu_total(node)
+    if total == 0 or count >= total:
+        return "the node"
+    return f"{count} of the node's {total} GPUs"
 
 
 def _lock_user(session: Session, user: User) -> User:
@@ -159,17 +172,6 @@ def _check_quotas(session: Session, *, renter: User, ports: int, settings: Setti
             f"account may hold at most {settings.max_ports_per_user}. Stop a rental or ask "
             "for fewer ports."
         )
-
-
-def _has_live_rental(session: Session, node_id: uuid.UUID) -> bool:
-    return (
-        session.execute(
-            select(func.count())
-            .select_from(Rental)
-            .where(Rental.node_id == node_id, Rental.status.in_(LIVE))
-        ).scalar_one()
-        > 0
-    )
 
 
 def _check_balance(session: Session, *, renter: User, price: Decimal, minutes: int) -> None:
@@ -256,7 +258,7 @@ def list_node_rentals(
 
 
 def live_rentals_for_node(session: Session, node_id: uuid.UUID | str) -> list[Rental]:
-    """The node's pending or active rentals (at most one, by the partial unique index)."""
+    """The node's pending or active rentals (one per share of its GPUs)."""
     return list(
         session.execute(
             select(Rental).where(Rental.node_id == uuid.UUID(str(node_id)), Rental.status.in_(LIVE))

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta
-from decimal import Decimal
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -16,6 +15,7 @@ from app.db import utcnow
 from app.errors import ValidationFailed
 from app.fleet.models import HostNode
 from app.proxy.service import tunnel_settings
+from app.rentals import gpus
 from app.rentals.models import Rental
 
 # The longest public port a mapping can hold, for the size check before ports are allocated.
@@ -43,14 +43,18 @@ def start_instance_data(
     settings: Settings,
     ssh_keys: list[str] | None = None,
     registry_auth: dict[str, str] | None = None,
+    assigned: list[tuple[int, str | None]] | None = None,
 ) -> dict[str, Any]:
-    """The start_instance payload: `ssh_keys` are the rental's merged with the account's, and
-    `registry_auth` the opened credentials (both decided by the caller)."""
+    """The start_instance payload: `ssh_keys` are the rental's merged with the account's,
+    `registry_auth` the opened credentials and `assigned` its GPUs as (index, uuid) (all decided
+    by the caller; without `assigned`, the GPUs it would get on an idle node)."""
+    if assigned is None:
+        assigned = gpus.stand_in(node, rental.gpu_count)
     return {
         "rental_id": str(rental.id),
         "image": rental.image,
         "command": rental.command,
-        "resource_limits": resource_limits(node),
+        "resource_limits": gpus.share(node, rental.gpu_count, assigned),
         "env_vars": dict(rental.env or {}),
         "proxy_port_mapping": {str(c): p for c, p in sorted(mapping.items())},
         "tunnel": tunnel_settings(session, node_id=node.id, settings=settings),
@@ -60,19 +64,6 @@ def start_instance_data(
         "registry_auth": registry_auth,
         "expires_at": start_deadline(rental, settings).isoformat(),
     }
-
-
-def resource_limits(node: HostNode) -> dict[str, Any]:
-    """A rental takes the whole node: every GPU, its cores and its memory."""
-    specs = node.specs or {}
-    limits: dict[str, Any] = {
-        "gpu_indices": [str(i) for i in range(int(specs.get("gpu_count") or 0))]
-    }
-    if specs.get("cpu_cores"):
-        limits["cpu_cores"] = float(specs["cpu_cores"])
-    if specs.get("ram_gb"):
-        limits["ram_limit"] = f"{max(1, int(Decimal(str(specs['ram_gb'])) * 1024))}m"
-    return limits
 
 
 def start_frame_bytes(

@@ -10,6 +10,7 @@ from agent.protocol import FAILURE_CODES as AGENT_FAILURE_CODES
 from app.db import utcnow
 from app.enums import RentalStatus
 from app.errors import InvalidTransition
+from app.rentals import gpus
 from app.rentals.models import Rental
 
 PENDING, ACTIVE, COMPLETED, CANCELLED = (
@@ -64,6 +65,8 @@ def transition_rental(
     else:
         rental.end_time = when
         rental.phase = "ended"
+        # Its GPUs go back to the node with the end, in this transaction: no path forgets them.
+        gpus.release(session, rental, when)
     rental.progress = None
     # The pull is over either way: the sealed registry credentials are not kept past it.
     rental.registry_auth_sealed = None

@@ -41,8 +41,10 @@ def add_node(
     auto: bool = False,
     min_rate: str | None = None,
     name: str | None = None,
+    gpus_in_use: int | None = None,
 ) -> uuid.UUID:
-    """Insert a node (committed) and bring it to `status`; returns its id."""
+    """Insert a node (committed) and bring it to `status`; returns its id. A busy node has all
+    of its GPUs in use unless `gpus_in_use` says otherwise."""
     country, lat, lng = CITIES[city]
     location: dict[str, Any] = {"country": country, "city": city}
     if coordinates:
@@ -69,6 +71,13 @@ def add_node(
             verified=verified,
             draining=draining,
             maintenance=status == NodeStatus.MAINTENANCE,
+            gpus_in_use=(
+                gpus_in_use
+                if gpus_in_use is not None
+                else max(gpu_count, 1)
+                if status == NodeStatus.BUSY
+                else 0
+            ),
         )
         session.add(node)
         session.flush()

@@ -56,6 +56,8 @@ def test_an_offer_has_the_contract_fields(client, user, market):
         "location": {"country": "DE", "city": "Berlin"},
         "verified": True,
         "reliability": None,
+        "gpu_free": 4,
+        "price_per_gpu": "1.3000",
     }
     from app.marketplace.schemas import OfferListSchema
 

@@ -55,6 +55,8 @@ def test_the_suggestion_is_the_market_median_per_gpu_scaled_to_the_gpu_count(
     assert body["demand"] == {
         "similar_nodes": 6,
         "busy_nodes": 3,
+        "gpus": 6,
+        "gpus_in_use": 3,
         "busy_fraction": 0.5,
         "multiplier": "1.0000",
     }

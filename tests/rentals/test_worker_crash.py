@@ -103,3 +103,78 @@ def test_a_worker_killed_mid_provisioning_leaves_one_allocation_after_redelivery
     rental = load_rental(rental_id)
     assert rental.connection_info["ports"] == {"22": only_port}
     assert uuid.UUID(rental_id) == rental.id
+
+
+def test_a_worker_killed_mid_provisioning_assigns_no_gpu_twice_after_redelivery(
+    client, renter, online_node, settings
+):
+    from tests.rentals.test_per_gpu import EIGHT_GPUS, assert_counts_agree, held_gpus
+
+    only_port = settings.proxy_port_range[1]
+    node = online_node(specs=EIGHT_GPUS, pricing={"hourly_rate": "16.0000"})
+    bystander = online_node()
+    first = client.post(
+        "/api/v1/rentals", json=rental_body(node.id, ports=[], gpu_count=2), headers=renter.headers
+    ).json["rental"]["id"]
+    from app.rentals.actors import provision_rental
+
+    provision_rental.fn(first)  # GPUs 0 and 1
+    response = client.post(
+        "/api/v1/rentals",
+        json=rental_body(node.id, ports=[22], gpu_count=3),
+        headers=renter.headers,
+    )
+    assert response.status_code == 202, response.json
+    second = response.json["rental"]["id"]
+
+    # As above: the only port is held by an uncommitted transaction, so the worker blocks in
+    # the middle of provisioning, after it assigned the rental's GPUs.
+    holder = new_session()
+    squatter = Rental(
+        renter_id=renter.id,
+        node_id=bystander.id,
+        image="busybox",
+        cost_per_hour=1,
+        status=RentalStatus.PENDING,
+    )
+    holder.add(squatter)
+    holder.flush()
+    holder.add(
+        PortAllocation(
+            port=only_port, container_port=1, node_id=bystander.id, rental_id=squatter.id
+        )
+    )
+    holder.flush()
+    env = {
+        "PROXY_PORT_RANGE": f"{only_port}-{only_port}",
+        "DC_BROKER_HEARTBEAT_TIMEOUT_MS": "1500",
+        "DC_BROKER_MAINTENANCE_CHANCE": "1000000",
+    }
+    killed = worker_process(env, name="worker-killed-gpu").start()
+    try:
+        wait_until(_blocked_on_port_insert, timeout=30, what="the worker to block mid-provisioning")
+        killed.kill()
+    finally:
+        killed.stop()
+        holder.rollback()
+        holder.close()
+
+    assert held_gpus(node.id) == {first: [0, 1]}  # the killed transaction left nothing
+
+    again = worker_process(env, name="worker-redelivery-gpu").start()
+    try:
+        wait_until(
+            lambda: second in held_gpus(node.id), timeout=45, what="the redelivered provisioning"
+        )
+        wait_until(
+            lambda: any(
+                json.loads(frame)["data"].get("rental_id") == second
+                for _entry, frame in pending(str(node.id))
+            ),
+            timeout=30,
+            what="start_instance after redelivery",
+        )
+    finally:
+        again.stop()
+    assert held_gpus(node.id) == {first: [0, 1], second: [2, 3, 4]}
+    assert_counts_agree(node.id)

@@ -26,6 +26,7 @@ OFFER_COLUMNS: list[render.Column] = [
     ("CPU", lambda o: o.get("cpu_cores")),
     ("RAM", lambda o: f"{render.text(o.get('ram_gb'))} GB"),
     ("$/HR", lambda o: render.money(o.get("hourly_rate"))),
+    ("$/GPU/HR", lambda o: render.money(o.get("price_per_gpu"))),
     ("WHERE", lambda o: render.location(o.get("location"))),
     ("VERIFIED", lambda o: o.get("verified")),
 ]
@@ -48,7 +49,11 @@ def register(cli: click.Group) -> None:
 
 @click.command()
 @click.argument("query", nargs=-1)
-@click.option("--sort", help="relevance (default), price, -price, distance, tflops, value.")
+@click.option(
+    "--sort",
+    help="relevance (default), price (the whole node), -price, price_per_gpu, distance, "
+    "tflops, value.",
+)
 @click.option("--limit", type=click.IntRange(1, 200), default=20, show_default=True)
 @json_option
 def search(query: tuple[str, ...], sort: str | None, limit: int) -> None:
@@ -159,7 +164,7 @@ def show(rental_id: str) -> None:
 
 @click.command()
 @click.argument("rental_id", metavar="RENTAL")
-@click.option("--tail", type=click.IntRange(1, 10_000), default=200, show_default=True)
+@click.option("--tail", type=click.IntRange(1, 5000), default=200, show_default=True)
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new lines until it ends.")
 @click.option("--interval", type=float, default=2.0, show_default=True, hidden=True)
 @json_option

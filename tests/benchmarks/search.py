@@ -123,7 +123,7 @@ CITIES = [
     ("IT", "Milan", 45.46, 9.19),
     ("NO", "Oslo", 59.91, 10.75),
 ]
-SLUGS = ["default", "gpu_model", "near", "q", "ram_tflops_page2"]
+SLUGS = ["default", "gpu_model", "near", "q", "ram_tflops_page2", "per_gpu"]
 SEARCHES: list[tuple[str, dict[str, str]]] = [
     ("default (relevance = price)", {}),
     (
@@ -139,6 +139,7 @@ SEARCHES: list[tuple[str, dict[str, str]]] = [
         },
     ),
     ("min_ram_gb=64, by tflops, 2nd page", {"min_ram_gb": "64", "sort": "tflops", "page": "2"}),
+    ("2+ GPUs free now, by price per GPU", {"min_gpu_count": "2", "sort": "price_per_gpu"}),
 ]
 
 
@@ -183,6 +184,11 @@ def seed(conn, nodes: int, rng: random.Random) -> uuid.UUID:
                 if roll < 0.97
                 else "maintenance"
             )
+            # Several rentals per node: busy nodes have every GPU rented, and two in five
+            # online multi-GPU nodes some of them.
+            in_use = max(count, 1) if status == "busy" else 0
+            if status == "online" and count >= 2 and rng.random() < 0.4:
+                in_use = rng.randint(1, count - 1)
             node_id = uuid.uuid4()
             created = now - timedelta(days=rng.uniform(1, 60))
             rows.append(
@@ -220,6 +226,7 @@ def seed(conn, nodes: int, rng: random.Random) -> uuid.UUID:
                     status == "online" and rng.random() < 0.03,
                     rng.random() < 0.3,
                     created,
+                    in_use,
                 )
             )
             # A week of history: a few flips between up and down.
@@ -238,7 +245,7 @@ def seed(conn, nodes: int, rng: random.Random) -> uuid.UUID:
         psycopg2.extras.execute_values(
             cur,
             "INSERT INTO host_nodes (id, owner_id, name, specs, pricing, location, status, "
-            "maintenance, draining, verified, created_at) VALUES %s",
+            "maintenance, draining, verified, created_at, gpus_in_use) VALUES %s",
             rows,
             page_size=1000,
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import random
 import threading
+import time
 import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -281,3 +282,37 @@ def test_maintenance_waits_and_an_offline_node_ends_every_rental_on_it(
     assert {load_rental(r).status for r in ids} == {RentalStatus.COMPLETED}
     assert held_gpus(node.id) == {}
     assert load_node(node.id).gpus_in_use == 0
+
+
+def test_a_reconnecting_agent_keeps_every_rental_of_the_node_and_stops_only_strangers(
+    client, renter, eight_gpu_node
+):
+    from app.fleet.actors import record_hello
+
+    node = eight_gpu_node
+    ids = []
+    for size in (1, 2, 1):
+        response = client.post(
+            "/api/v1/rentals",
+            json=rental_body(node.id, ports=[], gpu_count=size),
+            headers=renter.headers,
+        )
+        ids.append(response.json["rental"]["id"])
+        actors.provision_rental.fn(ids[-1])
+        actors.on_instance_started.fn(str(node.id), ids[-1], f"c-{len(ids)}")
+    stranger = str(uuid.uuid4())
+    set_node_status(node.id, NodeStatus.OFFLINE)
+    reported = [
+        {"rental_id": rental_id, "container_id": f"c-{n}", "state": "running"}
+        for n, rental_id in enumerate(ids, start=1)
+    ] + [{"rental_id": stranger, "container_id": "c-x", "state": "running"}]
+    record_hello.fn(str(node.id), "test", {"gpu_count": 8}, reported, time.time())
+    stops = [
+        json.loads(frame)["data"]
+        for _entry, frame in pending(str(node.id))
+        if json.loads(frame)["event"] == "stop_instance"
+    ]
+    assert [s["rental_id"] for s in stops] == [stranger]
+    assert {load_rental(r).status for r in ids} == {RentalStatus.ACTIVE}
+    assert load_node(node.id).status == NodeStatus.ONLINE  # 4 of 8 GPUs held: not busy
+    assert_counts_agree(node.id)

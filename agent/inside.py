@@ -23,9 +23,10 @@ _MAX_EXISTING = 1024 * 1024  # an image's own authorized_keys larger than this i
 # The script is $1 of a fixed shell line: it is never spliced into a command string. Its output
 # goes to PID 1's stdout and stderr, which is where the engine reads the container's logs from.
 # Right after the start PID 1 may be an image's start-up script whose stdout is briefly /dev/null
-# (`ssh-keygen -A >/dev/null` before `exec sshd`, seen with dash): wait up to 5 s for the real one.
+# (`ssh-keygen -A >/dev/null` before `exec sshd`, seen with dash; generating host keys takes
+# seconds on a loaded machine): wait up to 30 s for the real one.
 ONSTART_SHELL = (
-    'n=0; while [ "$(readlink /proc/1/fd/1 2>/dev/null)" = /dev/null ] && [ $n -lt 50 ]; do '
+    'n=0; while [ "$(readlink /proc/1/fd/1 2>/dev/null)" = /dev/null ] && [ $n -lt 300 ]; do '
     "sleep 0.1 2>/dev/null || sleep 1; n=$((n + 1)); done; "
     'exec >/proc/1/fd/1 2>/proc/1/fd/2; exec /bin/sh -c "$1"'
 )

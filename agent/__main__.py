@@ -1,7 +1,7 @@
 """``python -m agent`` / ``dc-agent``: run the host agent until SIGTERM or SIGINT.
 
 ``dc-agent detect [--json]`` prints the machine's hardware in the platform's `specs` shape and
-exits, without settings or a connection.
+exits, without a connection; DC_AGENT_FAKE_GPUS is the one setting it reads.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from types import FrameType
 
-from agent.config import ConfigError, load_settings
+from agent.config import ConfigError, fake_gpus_from_env, load_settings
 
 
 def detect(argv: Sequence[str]) -> int:
@@ -25,11 +25,16 @@ def detect(argv: Sequence[str]) -> int:
     parser.add_argument("--json", action="store_true", help="one JSON object, for programs")
     parser.add_argument("--disk-path", default="/", help="the disk rentals use (default /)")
     args = parser.parse_args(argv)
+    try:
+        fake_gpus = fake_gpus_from_env()
+    except ConfigError as exc:
+        print(f"dc-agent: {exc}", file=sys.stderr)
+        return 2
     logging.basicConfig(level="ERROR", stream=sys.stderr)
     # Imported here so that `detect` works without settings and stays fast to answer --help.
     from agent.hardware import Hardware
 
-    specs = Hardware(args.disk_path).node_specs()
+    specs = Hardware(args.disk_path, fake_gpus=fake_gpus).node_specs()
     if args.json:
         print(json.dumps(specs))
     else:

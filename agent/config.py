@@ -23,6 +23,10 @@ from agent import __version__
 DEFAULT_CONFIG_FILE = Path("/etc/dc-agent/config.toml")
 WS_PATH = "/ws/agent"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+# A test and development fake at the GPU boundary: the agent reports this many made-up GPUs instead
+# of NVML's, so a machine without one can stand in for a multi-GPU node (docs/agent.md, "Fake GPUs").
+FAKE_GPUS_ENV = "DC_AGENT_FAKE_GPUS"
+MAX_FAKE_GPUS = 64  # the most GPUs the platform takes for one node
 
 
 class ConfigError(Exception):
@@ -45,6 +49,7 @@ class AgentSettings:
     log_level: str
     pids_limit: int = 4096
     allow_private_registries: bool = False
+    fake_gpus: int = 0  # a test and development fake: see FAKE_GPUS_ENV
     config_file: Path | None = None
 
     @property
@@ -102,6 +107,12 @@ OPTIONS = (
         ("DC_ALLOW_PRIVATE_REGISTRIES",),
         "true to let rentals pull images from registries on private, loopback or link-local "
         "addresses (default false)",
+    ),
+    _Option(
+        "fake_gpus",
+        (FAKE_GPUS_ENV,),
+        "TESTS AND DEVELOPMENT ONLY: report this many fake GPUs instead of the real ones "
+        "(default 0); containers then need a CDI spec for them (docs/agent.md, Fake GPUs)",
     ),
 )
 _NAMES = {option.name for option in OPTIONS}
@@ -248,6 +259,29 @@ def _pids_limit(value: Any) -> int:
     return number
 
 
+def parse_fake_gpus(value: Any) -> int:
+    """The number of fake GPUs; ValueError outside 0..MAX_FAKE_GPUS."""
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        raise ValueError("expected a whole number of fake GPUs (0 for the real ones)") from None
+    if not 0 <= number <= MAX_FAKE_GPUS:
+        raise ValueError(f"expected between 0 and {MAX_FAKE_GPUS}")
+    return number
+
+
+def fake_gpus_from_env(environ: Mapping[str, str] | None = None) -> int:
+    """FAKE_GPUS_ENV from the environment, for `dc-agent detect` (which reads no other setting)."""
+    environ = os.environ if environ is None else environ
+    raw = environ.get(FAKE_GPUS_ENV, "")
+    if raw == "":
+        return 0
+    try:
+        return parse_fake_gpus(raw)
+    except ValueError as exc:
+        raise ConfigError(FAKE_GPUS_ENV, str(exc)) from None
+
+
 def _boolean(value: Any) -> bool:
     if isinstance(value, bool):
         return value
@@ -270,6 +304,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "log_level": _log_level,
     "pids_limit": _pids_limit,
     "allow_private_registries": _boolean,
+    "fake_gpus": parse_fake_gpus,
 }
 _DEFAULTS: dict[str, Callable[[], Any]] = {
     "docker_host": lambda: None,
@@ -280,6 +315,7 @@ _DEFAULTS: dict[str, Callable[[], Any]] = {
     "log_level": lambda: "INFO",
     "pids_limit": lambda: 4096,
     "allow_private_registries": lambda: False,
+    "fake_gpus": lambda: 0,
 }
 
 

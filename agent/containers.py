@@ -1,4 +1,5 @@
-"""Rental containers through the Docker SDK (Docker, or Podman's Docker-compatible API).
+"""Rental containers through the Docker SDK (Docker, or Podman's Docker-compatible API; on Podman
+containers are created through its own API, which attaches CDI devices: agent/libpod.py).
 
 Everything the agent must know about a rental after a restart is written on the container itself
 as labels, so the container engine is the agent's only state and the agent keeps none of its own.
@@ -16,6 +17,7 @@ from typing import Any
 import docker
 import docker.errors
 
+from agent import libpod
 from agent.failures import EngineUnavailable, StartFailed
 from agent.hardware import Hardware
 from agent.images import Progress, ensure_image
@@ -131,6 +133,7 @@ class Engine:
         self._docker_host = docker_host
         self._client: docker.DockerClient | None = None
         self._podman: bool | None = None
+        self._libpod_version = libpod.FALLBACK_VERSION
 
     @property
     def client(self) -> docker.DockerClient:
@@ -154,12 +157,39 @@ class Engine:
         if self._podman is None:
             try:
                 components = self.client.version().get("Components") or []
+                podman = any("podman" in str(c.get("Name", "")).lower() for c in components)
             except (docker.errors.DockerException, OSError) as exc:
                 raise EngineUnavailable(f"the container engine did not answer: {exc}") from None
-            self._podman = any("podman" in str(c.get("Name", "")).lower() for c in components)
+            if podman:
+                self._libpod_version = libpod.api_version(components)
+            self._podman = podman
         return NodePolicy(
             publish_ip=self.publish_ip, pids_limit=self.pids_limit, podman=self._podman
         )
+
+    def create(self, image: str, kwargs: dict[str, Any]) -> Any:
+        """Create (not start) a container from `containers.create` arguments; on Podman through
+        libpod, which attaches GPUs by CDI name where the compatible API drops them."""
+        if self.policy().podman:
+            return libpod.create(self.client, image, kwargs, version=self._libpod_version)
+        return self.client.containers.create(image, **kwargs)
+
+    def run(self, image: str, kwargs: dict[str, Any]) -> Any:
+        """`containers.run(image, **kwargs)` with `detach`: pull when missing, create, start."""
+        if not self.policy().podman:
+            return self.client.containers.run(image, **kwargs)
+        try:
+            container = self.create(image, kwargs)
+        except docker.errors.ImageNotFound:
+            self.client.images.pull(image)
+            container = self.create(image, kwargs)
+        try:
+            container.start()
+        except BaseException:
+            with contextlib.suppress(docker.errors.APIError):
+                container.remove(force=True)
+            raise
+        return container
 
     # ------------------------------------------------------------ queries
     def managed(self, node_id: str) -> list[ManagedContainer]:
@@ -242,7 +272,10 @@ class Engine:
         starting(None)
         self._ensure_network(node_id, rental_id)
         try:
-            container = self.client.containers.create(command["image"], **kwargs)
+            container = self.create(command["image"], kwargs)
+        except ValueError:  # arguments libpod cannot carry: a bug here, not the renter's
+            self._remove_network(rental_id)
+            raise
         except docker.errors.APIError as exc:
             text = _explain(exc)
             if exc.status_code == 409 or "already in use" in text:

@@ -20,7 +20,7 @@ import websocket
 
 from agent import __version__
 from agent.commands import Commands
-from agent.config import AgentSettings
+from agent.config import FAKE_GPUS_ENV, AgentSettings
 from agent.containers import Engine
 from agent.exits import ExitWatcher
 from agent.failures import EngineUnavailable
@@ -47,7 +47,7 @@ class Agent:
 
     def __init__(self, settings: AgentSettings):
         self.settings = settings
-        self.hardware = Hardware(settings.data_dir)
+        self.hardware = Hardware(settings.data_dir, fake_gpus=settings.fake_gpus)
         self.engine = Engine(
             settings.docker_host,
             publish_ip=settings.publish_ip,
@@ -76,6 +76,14 @@ class Agent:
     # ------------------------------------------------------------ lifecycle
     def run(self) -> int:
         log.info("dc-agent %s starting; platform %s", __version__, self.settings.ws_url)
+        if self.settings.fake_gpus:
+            log.warning(
+                "FAKE GPUs in use (%s=%d): this node reports %d made-up GPUs instead of its real "
+                "ones; for tests and development only, rentals get no real GPU",
+                FAKE_GPUS_ENV,
+                self.settings.fake_gpus,
+                self.settings.fake_gpus,
+            )
         if not self.engine.ping():
             log.warning(
                 "the container engine does not answer yet (%s); rentals cannot start until it does",

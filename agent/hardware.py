@@ -1,7 +1,8 @@
 """What this machine has and how busy it is: GPUs through NVML (nvidia-ml-py), the rest via psutil.
 
 A machine without an NVIDIA driver is a valid CPU node: NVML errors give empty GPU lists and one
-log line, never an exception.
+log line, never an exception. With `fake_gpus` (tests and development only) NVML is never asked:
+the machine reports that many made-up GPUs, named so that nobody can take them for real ones.
 """
 
 from __future__ import annotations
@@ -62,6 +63,21 @@ class Gpu:
     vram_mb: int
 
 
+FAKE_GPU_NAME = "Fake GPU (DC_AGENT_FAKE_GPUS)"
+FAKE_GPU_VRAM_MB = 16384
+FAKE_GPU_TEMP = 30.0
+
+
+def fake_gpu(index: int) -> Gpu:
+    """Fake GPU `index`: its UUID says what it is wherever it shows up (engine, platform, logs)."""
+    return Gpu(
+        index=index,
+        uuid=f"GPU-fake-0000-0000-0000-{index:012d}",
+        name=FAKE_GPU_NAME,
+        vram_mb=FAKE_GPU_VRAM_MB,
+    )
+
+
 def _text(value: Any) -> str:
     return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
@@ -73,8 +89,9 @@ def _round(value: float, places: int = 1) -> float:
 class Hardware:
     """Hardware detection and metrics; NVML is initialised lazily and at most once."""
 
-    def __init__(self, disk_path: Path | str = "/"):
+    def __init__(self, disk_path: Path | str = "/", *, fake_gpus: int = 0):
         self.disk_path = str(disk_path)
+        self.fake_gpus = [fake_gpu(index) for index in range(fake_gpus)]
         self._lock = threading.Lock()
         self._nvml: bool | None = None
         self._warned: set[str] = set()
@@ -119,6 +136,8 @@ class Hardware:
         return handles
 
     def gpus(self) -> list[Gpu]:
+        if self.fake_gpus:
+            return list(self.fake_gpus)
         found = []
         for index, handle in self._handles():
             try:
@@ -136,7 +155,7 @@ class Hardware:
 
     def _driver(self) -> tuple[str | None, str | None]:
         """(driver version, CUDA version) or Nones."""
-        if not self._nvml_ready():
+        if self.fake_gpus or not self._nvml_ready():
             return None, None
         driver = cuda = None
         with contextlib.suppress(pynvml.NVMLError):
@@ -192,6 +211,16 @@ class Hardware:
 
     def metrics(self) -> dict[str, Any]:
         """The `metrics` of a heartbeat (MetricsSchema)."""
+        memory = psutil.virtual_memory()
+        return {
+            "cpu_temp": self._cpu_temp(),
+            "cpu_utilization": _round(min(100.0, max(0.0, psutil.cpu_percent(interval=None)))),
+            **(self._fake_gpu_metrics() if self.fake_gpus else self._gpu_metrics()),
+            "ram_usage_mb": _round((memory.total - memory.available) / 2**20),
+            "disk_usage_gb": _round(self._disk().used / 2**30, 2),
+        }
+
+    def _gpu_metrics(self) -> dict[str, list[float]]:
         gpu_temp: list[float] = []
         gpu_util: list[float] = []
         gpu_mem: list[float] = []
@@ -209,16 +238,21 @@ class Hardware:
             # Some boards do not report power; the list is then shorter.
             with contextlib.suppress(pynvml.NVMLError):
                 gpu_power.append(_round(pynvml.nvmlDeviceGetPowerUsage(handle) / 1000))
-        memory = psutil.virtual_memory()
         return {
-            "cpu_temp": self._cpu_temp(),
-            "cpu_utilization": _round(min(100.0, max(0.0, psutil.cpu_percent(interval=None)))),
             "gpu_temp": gpu_temp,
             "gpu_utilization": gpu_util,
             "gpu_memory_used_mb": gpu_mem,
             "gpu_power_w": gpu_power,
-            "ram_usage_mb": _round((memory.total - memory.available) / 2**20),
-            "disk_usage_gb": _round(self._disk().used / 2**30, 2),
+        }
+
+    def _fake_gpu_metrics(self) -> dict[str, list[float]]:
+        """Idle and cool: one figure per fake GPU, as a real board gives."""
+        count = len(self.fake_gpus)
+        return {
+            "gpu_temp": [FAKE_GPU_TEMP] * count,
+            "gpu_utilization": [0.0] * count,
+            "gpu_memory_used_mb": [0.0] * count,
+            "gpu_power_w": [0.0] * count,
         }
 
     def _disk(self) -> Any:

@@ -108,6 +108,8 @@ def _gpu_arguments(gpus: list[Gpu], policy: NodePolicy) -> dict[str, Any]:
         # "void": the NVIDIA runtime adds nothing, even when the image asks for all GPUs.
         return {"environment": {"NVIDIA_VISIBLE_DEVICES": "void"}}
     if policy.podman:
+        # Created through libpod, which attaches these CDI names as devices (agent/libpod.py):
+        # Podman's Docker-compatible API would drop the request before 5.4.
         request = DeviceRequest(
             driver="cdi", device_ids=[f"nvidia.com/gpu={gpu.index}" for gpu in gpus]
         )

@@ -133,7 +133,7 @@ class SelfTest:
 
     def _start(self, image: str, kwargs: dict[str, Any], failures: list[str]) -> Any:
         try:
-            return self.engine.client.containers.run(image, **kwargs)
+            return self.engine.run(image, kwargs)
         except docker.errors.ImageNotFound:
             failures.append(f"image_not_found: {image} is not on this node (make images)")
         except docker.errors.APIError as exc:

@@ -1,14 +1,18 @@
-"""Shared fixtures: clients, users with tokens, registered nodes, the database session."""
+"""Shared fixtures: clients, users with tokens, registered nodes, the database session, the CDI
+spec for an agent's fake GPUs."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.factories import node_payload
+from tests.fake_gpus import installed_cdi_spec
 
 
 @dataclass
@@ -127,3 +131,11 @@ def register_node(client):
 @pytest.fixture
 def node(register_node, user):
     return register_node(user)
+
+
+@pytest.fixture(scope="session")
+def fake_gpu_cdi() -> Iterator[Path]:
+    """The CDI spec that lets Podman start containers on an agent's fake GPUs
+    (DC_AGENT_FAKE_GPUS): nvidia.com/gpu=<i> sets DC_FAKE_GPU_<i>=<uuid> in it. Needs root."""
+    with installed_cdi_spec() as path:
+        yield path

@@ -149,6 +149,47 @@ def scheduler_process(env: dict[str, str] | None = None) -> Proc:
     return Proc("scheduler", [sys.executable, "-m", "workers.scheduler"], env)
 
 
+def agent_process(
+    url: str,
+    api_key: str,
+    data_dir: Path,
+    *,
+    name: str = "agent",
+    fake_gpus: int = 0,
+    heartbeat_interval: float = 1.0,
+    env: dict[str, str] | None = None,
+) -> Proc:
+    """The real agent (`python -m agent`) for a node, without frpc.
+
+    `fake_gpus=N` makes it report N fake GPUs (DC_AGENT_FAKE_GPUS); their containers start only
+    with the fake GPUs' CDI spec in place: request the `fake_gpu_cdi` fixture (tests/fixtures.py).
+    """
+    from agent.config import FAKE_GPUS_ENV
+    from tests.fake_gpus import CDI_SPEC
+
+    if fake_gpus and not CDI_SPEC.exists():
+        raise RuntimeError(f"fake GPUs need {CDI_SPEC}: request the fake_gpu_cdi fixture")
+    return Proc(
+        name,
+        [
+            sys.executable,
+            "-m",
+            "agent",
+            "--platform-url",
+            url,
+            "--api-key",
+            api_key,
+            "--data-dir",
+            str(data_dir),
+            "--heartbeat-interval",
+            str(heartbeat_interval),
+            "--frpc-bin",
+            "",
+        ],
+        {"DC_LOG_LEVEL": "INFO", FAKE_GPUS_ENV: str(fake_gpus), **(env or {})},
+    )
+
+
 def wait_http(url: str, timeout: float = 30.0, proc: Proc | None = None) -> None:
     def ok() -> bool:
         if proc is not None and not proc.alive():

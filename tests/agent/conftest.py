@@ -12,6 +12,7 @@ from typing import Any
 import docker
 import pytest
 
+from agent.config import FAKE_GPUS_ENV
 from tests.agent.stand_in import PlatformStandIn
 from tests.procs import ROOT, Proc, wait_until
 
@@ -60,8 +61,9 @@ class AgentProcess(Proc):
 
 
 @pytest.fixture
-def start_agent(tmp_path: Path) -> Iterator[Any]:
-    """start_agent(url, *flags, key=TEST_KEY, env=None) -> AgentProcess running `python -m agent`."""
+def start_agent(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Any]:
+    """start_agent(url, *flags, key=TEST_KEY, env=None, fake_gpus=0) -> AgentProcess running
+    `python -m agent`; with fake_gpus=N it reports N fake GPUs and their CDI spec is in place."""
     started: list[AgentProcess] = []
 
     def _start(
@@ -70,7 +72,10 @@ def start_agent(tmp_path: Path) -> Iterator[Any]:
         key: str = TEST_KEY,
         env: dict[str, str] | None = None,
         data_dir: Path | None = None,
+        fake_gpus: int = 0,
     ) -> AgentProcess:
+        if fake_gpus:
+            request.getfixturevalue("fake_gpu_cdi")
         data = data_dir or tmp_path / f"agent-data-{len(started)}"
         argv = [
             sys.executable,
@@ -88,7 +93,11 @@ def start_agent(tmp_path: Path) -> Iterator[Any]:
             "",
             *flags,
         ]  # no frpc unless a test passes one
-        proc = AgentProcess(f"agent-{len(started)}", argv, {"DC_LOG_LEVEL": "INFO", **(env or {})})
+        proc = AgentProcess(
+            f"agent-{len(started)}",
+            argv,
+            {"DC_LOG_LEVEL": "INFO", FAKE_GPUS_ENV: str(fake_gpus), **(env or {})},
+        )
         proc.log_path = tmp_path / f"agent-{len(started)}.log"
         started.append(proc)
         return proc.start()  # type: ignore[return-value]

@@ -19,9 +19,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from agent.containers import gpu_device_ids
 from agent.hardware import Hardware
 from agent.protocol import DetectedSpecsSchema, MetricsSchema
+from agent.runspec import assigned_gpus
 
 
 def main() -> int:
@@ -42,7 +42,8 @@ def main() -> int:
     gpus = hardware.gpus()
     if gpus:
         indices = [str(g.index) for g in gpus]
-        print("device request for all GPUs:", gpu_device_ids(indices, gpus))
+        chosen = assigned_gpus({"gpu_indices": indices}, gpus)
+        print("device request for all GPUs:", [gpu.uuid for gpu in chosen])
     for sample in range(max(1, args.samples)):
         if sample:
             time.sleep(1)

@@ -104,6 +104,16 @@ def _run_agent(*args: str, env: dict[str, str] | None = None) -> subprocess.Comp
             {"DC_ALLOW_PRIVATE_REGISTRIES": "perhaps"},
             "DC_ALLOW_PRIVATE_REGISTRIES",
         ),
+        (
+            ("--platform-url", "https://dc.example.com", "--api-key", KEY),
+            {"DC_AGENT_FAKE_GPUS": "four"},
+            "DC_AGENT_FAKE_GPUS",
+        ),
+        (
+            ("--platform-url", "https://dc.example.com", "--api-key", KEY, "--fake-gpus", "65"),
+            {},
+            "--fake-gpus",
+        ),
     ],
 )
 def test_a_bad_setting_stops_the_agent_with_one_line_naming_it(args, env, named, tmp_path):
@@ -177,6 +187,34 @@ def test_confinement_settings_default_to_careful_values_and_can_be_set(tmp_path:
     assert settings.allow_private_registries is False
 
 
+def test_fake_gpus_are_off_by_default_and_set_by_the_environment_file_or_flag(tmp_path: Path):
+    base = [
+        "--platform-url",
+        "https://dc.example.com",
+        "--api-key",
+        KEY,
+        "--data-dir",
+        str(tmp_path),
+    ]
+    assert load_settings(base, {}).fake_gpus == 0
+    assert load_settings(base, {"DC_AGENT_FAKE_GPUS": "4"}).fake_gpus == 4
+    config = tmp_path / "config.toml"
+    config.write_text("fake_gpus = 2\n")
+    assert load_settings([*base, "--config", str(config)], {}).fake_gpus == 2
+    assert load_settings([*base, "--fake-gpus", "8"], {"DC_AGENT_FAKE_GPUS": "4"}).fake_gpus == 8
+    detected = subprocess.run(
+        [sys.executable, "-m", "agent", "detect", "--json"],
+        cwd=ROOT,
+        env={"PATH": "/usr/bin:/bin", "DC_AGENT_FAKE_GPUS": "3"},
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    specs = json.loads(detected.stdout)
+    assert specs["gpu_count"] == 3 and specs["gpu_model"] == "Fake GPU (DC_AGENT_FAKE_GPUS)"
+
+
 def test_a_config_file_with_an_unknown_key_or_bad_toml_is_refused(tmp_path: Path):
     config = tmp_path / "config.toml"
     config.write_text('platform_url = "https://dc.example.com"\napi_kye = "dcn_x"\n')
@@ -191,7 +229,7 @@ def test_the_agent_imports_neither_flask_nor_sqlalchemy():
     code = (
         "import sys, agent.__main__, agent.daemon, agent.protocol, agent.config, "
         "agent.containers, agent.frpc, agent.hardware, agent.commands, agent.exits, "
-        "agent.images, agent.inside, agent.logs, agent.runspec, agent.tunnels; "
+        "agent.images, agent.inside, agent.libpod, agent.logs, agent.runspec, agent.tunnels; "
         "print(json.dumps(sorted(m for m in sys.modules "
         "if m.split('.')[0] in ('flask', 'sqlalchemy', 'app', 'workers'))))"
     )

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
+from typing import Any
 
 import docker
 import pytest
 import requests
 
+from tests import procs
 from tests.billing.factory import ledger
 from tests.procs import (
     Proc,
@@ -76,26 +77,9 @@ def _assert_billed_per_second(rental_id: str, done: dict, settings) -> None:
     assert ledger(row.id) == {"usage": total, "earning": total - fee, "fee": fee}
 
 
-def agent_process(url: str, api_key: str, data_dir: Path) -> Proc:
-    return Proc(
-        "rental-e2e-agent",
-        [
-            sys.executable,
-            "-m",
-            "agent",
-            "--platform-url",
-            url,
-            "--api-key",
-            api_key,
-            "--data-dir",
-            str(data_dir),
-            "--heartbeat-interval",
-            "1",
-            "--frpc-bin",
-            "",
-        ],
-        {"DC_LOG_LEVEL": "INFO"},
-    )
+def agent_process(url: str, api_key: str, data_dir: Path, **options: Any) -> Proc:
+    """The real agent for these tests (options: tests.procs.agent_process's, e.g. fake_gpus=4)."""
+    return procs.agent_process(url, api_key, data_dir, name="rental-e2e-agent", **options)
 
 
 def test_a_renter_rents_a_node_reaches_its_container_and_stops_it(

@@ -9,8 +9,10 @@ from sqlalchemy import select
 
 from app.db import session_scope
 from app.enums import NodeStatus, RentalStatus
+from app.fleet.capacity import gpu_total, units
 from app.fleet.models import HostNode, NodeStatusEvent
 from app.rentals.models import Rental
+from app.rentals.state import LIVE
 
 
 def node_row(node_id: uuid.UUID) -> HostNode:
@@ -46,7 +48,12 @@ def make_rental(
     status: RentalStatus = RentalStatus.ACTIVE,
     container_id: str | None = None,
 ) -> uuid.UUID:
+    """A rental of the whole node written directly; a live one holds the node's GPUs as a rental
+    made through the API does (host_nodes.gpus_in_use)."""
     with session_scope() as session:
+        node = session.get(HostNode, node_id, with_for_update=True)
+        assert node is not None
+        gpus = gpu_total(node)
         rental = Rental(
             renter_id=renter_id,
             node_id=node_id,
@@ -54,7 +61,10 @@ def make_rental(
             image="localhost/busybox:latest",
             cost_per_hour=Decimal("1.2000"),
             container_id=container_id,
+            gpu_count=gpus,
         )
         session.add(rental)
+        if status in LIVE:
+            node.gpus_in_use += units(gpus)
         session.flush()
         return rental.id

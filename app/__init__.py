@@ -46,7 +46,8 @@ def create_app(settings: Settings | None = None, config: dict[str, Any] | None =
                 }
             },
         },
-        SOCK_SERVER_OPTIONS={"ping_interval": 25, "max_message_size": 64 * 1024},
+        # No ping_interval: app/ws/keepalive.py pings the agents' sockets from one loop.
+        SOCK_SERVER_OPTIONS={"max_message_size": 64 * 1024},
         JSON_SORT_KEYS=False,
     )
     if config:

@@ -11,6 +11,7 @@ import redis
 from flask import current_app, g, request
 
 from app.auth import api_keys
+from app.auth.account import Account, account_by_clerk_id, account_by_id
 from app.auth.api_keys import KeyIdentity
 from app.auth.models import User
 from app.auth.service import get_or_create_user
@@ -146,6 +147,36 @@ def current_user() -> User:
     return user
 
 
+def current_account() -> Account:
+    """The calling user for a route that only shows it: its row read by one SELECT.
+
+    The row is read on every request (never cached across requests). A user's first request,
+    or one whose token brings a new email, takes the path of :func:`current_user`, which creates
+    or updates the row.
+    """
+    account = g.get("dc_account")
+    if account is not None:
+        return account
+    user = g.get("dc_user")
+    if user is not None:  # loaded by this request already (its first token)
+        account = Account.of(user)
+    else:
+        claims = require_login()
+        key = request_api_key()
+        if key is not None and key.clerk_id == claims.user_id:
+            found = account_by_id(key.user_id)
+            if found is None:
+                raise Unauthorized("The API key is not valid: its user no longer exists.")
+            account = found
+        else:
+            found = account_by_clerk_id(claims.user_id)
+            if found is None or (claims.email is not None and found.email != claims.email):
+                found = Account.of(current_user())
+            account = found
+    g.dc_account = account
+    return account
+
+
 def require_login() -> Claims:
     """Authenticate the request without loading the user row when it is known to exist."""
     claims = g.get("dc_claims")
@@ -157,7 +188,7 @@ def require_login() -> Claims:
     return claims
 
 
-def is_admin(user: User) -> bool:
+def is_admin(user: User | Account) -> bool:
     return user.clerk_id in current_app.config["DC_SETTINGS"].admin_user_ids
 
 

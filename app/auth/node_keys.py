@@ -10,7 +10,8 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, cast, func, select, update
+from sqlalchemy.dialects.postgresql import ARRAY, UUID
 from sqlalchemy.orm import Session
 
 from app.auth.keys import NODE_KEYS, hash_key
@@ -64,13 +65,12 @@ def verify_node_key(session: Session, key: str | None) -> tuple[uuid.UUID, uuid.
     return row.node_id, row.id
 
 
-def live_key_ids(session: Session, key_ids: Iterable[uuid.UUID]) -> set[uuid.UUID]:
-    """Those of `key_ids` that are not revoked (a connection made with another one must close)."""
+def dead_key_ids(session: Session, key_ids: Iterable[str]) -> set[str]:
+    """Those of `key_ids` (as text) that are revoked or gone: usually none, so only they come
+    back (a periodic check over every connected agent's key)."""
     ids = list(key_ids)
     if not ids:
         return set()
-    return set(
-        session.execute(
-            select(NodeApiKey.id).where(NodeApiKey.id.in_(ids), NodeApiKey.revoked_at.is_(None))
-        ).scalars()
-    )
+    key = func.unnest(cast(bindparam("ids", ids), ARRAY(UUID(as_uuid=False)))).column_valued("k")
+    live = select(NodeApiKey.id).where(NodeApiKey.id == key, NodeApiKey.revoked_at.is_(None))
+    return {str(k) for k in session.execute(select(key).where(~live.exists())).scalars()}

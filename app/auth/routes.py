@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import uuid
 
-from flask import current_app
+from flask import current_app, jsonify
 from flask.views import MethodView
 from flask_smorest import Blueprint
 from sqlalchemy import text
@@ -10,6 +10,7 @@ from sqlalchemy import text
 from app.auth import api_keys, ssh_keys
 from app.auth.current import (
     BEARER_AUTH,
+    current_account,
     current_user,
     is_admin,
     login_required,
@@ -24,6 +25,7 @@ from app.auth.schemas import (
     UserApiKeyCreatedSchema,
     UserApiKeyCreateSchema,
     UserApiKeyListSchema,
+    me_body,
 )
 from app.influx import InfluxClient
 from app.pagination import PageArgsSchema
@@ -71,16 +73,8 @@ class Me(MethodView):
     @blp.doc(security=BEARER_AUTH)
     def get(self):
         """Show the calling user."""
-        user = current_user()
-        return {
-            "id": user.id,
-            "clerk_id": user.clerk_id,
-            "email": user.email,
-            "role": user.role,
-            "balance": user.balance,
-            "is_admin": is_admin(user),
-            "created_at": user.created_at,
-        }
+        user = current_account()
+        return jsonify(me_body(user, is_admin=is_admin(user)))  # MeSchema's output
 
 
 @blp.route("/api-keys")

@@ -1,9 +1,12 @@
+from typing import Any
+
 from marshmallow import Schema, fields, validate
 
+from app.auth.account import Account
 from app.auth.enums import ApiKeyScope
 from app.auth.ssh_keys import SshPublicKey
 from app.enums import Role
-from app.money import Money
+from app.money import Money, to_wire
 from app.validation import BaseSchema
 
 
@@ -15,6 +18,20 @@ class MeSchema(Schema):
     balance = Money()
     is_admin = fields.Boolean()
     created_at = fields.DateTime(format="iso")
+
+
+def me_body(account: Account, *, is_admin: bool) -> dict[str, Any]:
+    """What `MeSchema` dumps for `account`, written directly: GET /me is the cheapest
+    authenticated request, and marshmallow's dump was a tenth of its time."""
+    return {
+        "id": str(account.id),
+        "clerk_id": account.clerk_id,
+        "email": account.email,
+        "role": account.role.value,
+        "balance": to_wire(account.balance),
+        "is_admin": is_admin,
+        "created_at": account.created_at.isoformat(),
+    }
 
 
 class HealthSchema(Schema):

@@ -39,8 +39,10 @@ def init_app(app: Flask) -> None:
         endpoint = request.url_rule.rule if request.url_rule is not None else "<unmatched>"
         observe_request(request.method, endpoint, response.status_code, elapsed)
         response.headers["X-Request-Id"] = g.dc_request_id
-        user = g.get("dc_user")
         level = logging.WARNING if response.status_code >= 500 else logging.INFO
+        if not log.isEnabledFor(level):  # LOG_LEVEL=WARNING: no line, so build none
+            return response
+        user = g.get("dc_user") or g.get("dc_account")
         log.log(
             level,
             "request",

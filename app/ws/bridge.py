@@ -7,6 +7,7 @@ more:
 - app/ws/registry.py: the connections this process holds, one per node;
 - app/ws/heartbeats.py: one buffer of heartbeats that a single writer stores in batches;
 - app/ws/pump.py: one pub/sub listener and a sweep that send each node's queued commands;
+- app/ws/keepalive.py: one loop that pings every socket;
 - app/ws/dispatch.py: what each frame does; agent events, hellos and the first heartbeat after
   an outage are handed to Dramatiq actors, which own every state change.
 
@@ -27,6 +28,7 @@ from app.fleet.metrics import MetricsWriter
 from app.ws.connection import CLOSE_GOING_AWAY, AgentConnection
 from app.ws.dispatch import ActorSends, FrameDispatch
 from app.ws.heartbeats import HeartbeatWriter
+from app.ws.keepalive import KeepAlive
 from app.ws.pump import CommandPump
 from app.ws.registry import ConnectionRegistry
 
@@ -46,6 +48,7 @@ class Bridge:
             client, self.metrics, self.stopping, on_back=sends.node_back
         )
         self.dispatch = FrameDispatch(client, sends, self.heartbeats, self.pump)
+        self.keepalive = KeepAlive(self.registry, self.stopping)
         self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
@@ -53,6 +56,7 @@ class Bridge:
         for target, name in (
             (self.heartbeats.write_loop, "live-writer"),
             (self.pump.listen_loop, "command-listener"),
+            (self.keepalive.loop, "agent-pings"),
         ):
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()

@@ -12,6 +12,8 @@ from collections.abc import Callable
 from typing import Any
 
 from simple_websocket import ConnectionClosed
+from wsproto.events import Ping
+from wsproto.utilities import LocalProtocolError
 
 from agent.protocol import OPTIONAL_AGENT_EVENTS, encode, error_frame
 
@@ -19,7 +21,7 @@ log = logging.getLogger(__name__)
 
 FEATURES = OPTIONAL_AGENT_EVENTS  # instance_progress and logs: both handled
 HELLO_TIMEOUT_SECONDS = 30.0
-RECEIVE_POLL_SECONDS = 15.0
+PING_SECONDS = 25.0  # app/ws/keepalive.py pings each socket this often
 # An agent sends a heartbeat every few seconds and the odd event: allow bursts, refuse floods.
 FRAMES_PER_SECOND = 10.0
 FRAME_BURST = 50
@@ -81,6 +83,7 @@ class AgentConnection:
         self.last_refusal_notice = 0.0
         self.send_lock = threading.Lock()
         self.deliver_lock = threading.Lock()
+        self.next_ping = time.monotonic() + PING_SECONDS
 
     # ------------------------------------------------------------------ sending
     def send(self, frame: str) -> bool:
@@ -92,7 +95,28 @@ class AgentConnection:
                 return True
             except (ConnectionClosed, OSError):
                 self.closed = True
-                return False
+        self._stop_receiving()
+        return False
+
+    def ping(self) -> None:
+        """Ping the agent; close the socket (1008) if it did not answer the previous ping.
+
+        What simple_websocket's reader does when it is given a `ping_interval` (the platform
+        does not give it one: see app/ws/keepalive.py), with its connection objects.
+        """
+        if not self.ws.pong_received:
+            self.close(CLOSE_POLICY, "Ping/Pong timeout")
+            return
+        with self.send_lock:
+            if self.closed:
+                return
+            self.ws.pong_received = False
+            try:
+                self.ws.sock.send(self.ws.ws.send(Ping()))
+                return
+            except (LocalProtocolError, OSError):
+                self.closed = True
+        self._stop_receiving()
 
     def send_error(
         self, code: str, message: str, *, frame_id: str | None = None, errors: Any = None
@@ -106,7 +130,13 @@ class AgentConnection:
             self.closed = True
             with contextlib.suppress(ConnectionClosed, OSError):
                 self.ws.close(code, reason)
-        self.ws.event.set()  # wake the handler blocked in receive()
+        self._stop_receiving()
+
+    def _stop_receiving(self) -> None:
+        # The handler waits in receive() without a timeout; receive() returns (raising
+        # ConnectionClosed) once the socket is marked disconnected and its event is set.
+        self.ws.connected = False
+        self.ws.event.set()
 
     # ------------------------------------------------------------------ receiving
     def serve(self, handle: Callable[[AgentConnection, str | bytes], None]) -> None:
@@ -123,10 +153,12 @@ class AgentConnection:
         self.send(encode("welcome", welcome))
         hello_deadline = time.monotonic() + HELLO_TIMEOUT_SECONDS
         while not self.closed:
-            wait = (
-                RECEIVE_POLL_SECONDS if self.ready else max(0.0, hello_deadline - time.monotonic())
-            )
-            raw = self.ws.receive(timeout=wait)
+            if self.ready:
+                # No timer per frame: a close, ours (close() sets the event) or the peer's
+                # (the socket's reader does), wakes this wait.
+                raw = self.ws.receive()
+            else:
+                raw = self.ws.receive(timeout=max(0.0, hello_deadline - time.monotonic()))
             if raw is None:
                 if not self.ready and time.monotonic() >= hello_deadline:
                     self.close(CLOSE_POLICY, "hello expected")

@@ -15,7 +15,7 @@ from app.fleet.metrics import MetricsWriter, heartbeat_lines
 
 log = logging.getLogger(__name__)
 
-COALESCE_SECONDS = 0.005  # let heartbeats that arrive together share one Redis round trip
+COALESCE_SECONDS = 0.020  # let heartbeats that arrive together share one Redis round trip
 
 
 class HeartbeatWriter:

@@ -12,13 +12,12 @@ import json
 import logging
 import threading
 import time
-import uuid
 
 import redis
 from sqlalchemy.exc import SQLAlchemyError
 
-from app.auth.node_keys import live_key_ids
-from app.db import new_session
+from app.auth.node_keys import dead_key_ids
+from app.auth.reads import read_pool
 from app.fleet import commands
 from app.ws.connection import CLOSE_RECONNECT, CLOSE_REPLACED, CLOSE_REVOKED, AgentConnection
 from app.ws.registry import ConnectionRegistry
@@ -28,6 +27,7 @@ log = logging.getLogger(__name__)
 SWEEP_SECONDS = 10.0
 SWEEP_CHUNK = 250
 DELIVERY_PAGE = 100
+MESSAGE_BATCH = 500  # pub/sub messages handled together
 
 
 class CommandPump:
@@ -37,6 +37,7 @@ class CommandPump:
         self.redis = client
         self.registry = registry
         self.stopping = stopping
+        self._sweep_chunk = client.register_script(_SWEEP_SCRIPT)
 
     def deliver_soon(self, conn: AgentConnection) -> None:
         threading.Thread(target=self.deliver, args=(conn,), daemon=True).start()
@@ -94,7 +95,15 @@ class CommandPump:
                 while not self.stopping.is_set():
                     message = pubsub.get_message(timeout=1.0)
                     if message is not None:
-                        self.on_message(message["channel"], message["data"])
+                        batch = [message]
+                        # What else has arrived: a reconnect storm announces thousands of
+                        # claims, and each claim held here needs its owner read (one pipeline).
+                        while len(batch) < MESSAGE_BATCH:
+                            more = pubsub.get_message(timeout=0.0)
+                            if more is None:
+                                break
+                            batch.append(more)
+                        self.on_messages([(m["channel"], m["data"]) for m in batch])
                     if time.monotonic() >= next_sweep:
                         self.sweep()
                         next_sweep = time.monotonic() + SWEEP_SECONDS
@@ -110,28 +119,40 @@ class CommandPump:
                     pubsub.close()
 
     def on_message(self, channel: str, payload: str) -> None:
-        if channel == commands.COMMANDS_CHANNEL:
-            conn = self.registry.get(payload)
-            if conn is not None and conn.ready:
-                self.deliver_soon(conn)
+        self.on_messages([(channel, payload)])
+
+    def on_messages(self, messages: list[tuple[str, str]]) -> None:
+        """New commands are sent; connections claimed elsewhere, revoked or asked to reconnect
+        are closed. The owners of claimed nodes are read in one pipeline."""
+        claimed: dict[str, AgentConnection] = {}
+        for channel, payload in messages:
+            if channel == commands.COMMANDS_CHANNEL:
+                conn = self.registry.get(payload)
+                if conn is not None and conn.ready:
+                    self.deliver_soon(conn)
+                continue
+            try:
+                notice = json.loads(payload)
+                node_id = str(notice["node_id"])
+            except (ValueError, KeyError, TypeError):
+                continue
+            conn = self.registry.get(node_id)
+            if conn is None:
+                continue
+            if notice.get("revoke"):
+                conn.close(CLOSE_REVOKED, "the node's API key was rotated")
+            elif notice.get("reconnect"):
+                conn.close(CLOSE_RECONNECT, "reconnect: the node's settings changed")
+            else:
+                claimed[node_id] = conn
+        if not claimed:
             return
-        try:
-            notice = json.loads(payload)
-            node_id = str(notice["node_id"])
-        except (ValueError, KeyError, TypeError):
-            return
-        conn = self.registry.get(node_id)
-        if conn is None:
-            return
-        if notice.get("revoke"):
-            conn.close(CLOSE_REVOKED, "the node's API key was rotated")
-            return
-        if notice.get("reconnect"):
-            conn.close(CLOSE_RECONNECT, "reconnect: the node's settings changed")
-            return
-        owner = commands.connection_owner(node_id, client=self.redis)
-        if owner is not None and owner != conn.token:
-            conn.close(CLOSE_REPLACED, "replaced by a newer connection")
+        pipe = self.redis.pipeline(transaction=False)
+        for node_id in claimed:
+            pipe.get(commands.owner_key(node_id))
+        for conn, owner in zip(claimed.values(), pipe.execute(), strict=True):
+            if owner is not None and owner != conn.token:
+                conn.close(CLOSE_REPLACED, "replaced by a newer connection")
 
     def sweep(self) -> None:
         """Per local connection: any command not yet sent? still the node's live connection,
@@ -141,46 +162,58 @@ class CommandPump:
             if start:
                 time.sleep(0)  # let heartbeats through between chunks
             chunk = self._close_revoked(conns[start : start + SWEEP_CHUNK])
-            pipe = self.redis.pipeline(transaction=False)
+            if not chunk:
+                continue
+            keys: list[str] = []
+            args: list[str] = [str(commands.OWNER_TTL_SECONDS)]
             for conn in chunk:
-                low = "-" if conn.last_sent_id is None else f"({conn.last_sent_id}"
-                pipe.xrange(commands.stream_key(conn.node_id), min=low, max="+", count=1)
-                pipe.get(commands.owner_key(conn.node_id))
-            replies = pipe.execute()
-            for i, conn in enumerate(chunk):
-                entries, owner = replies[2 * i], replies[2 * i + 1]
-                if owner is None:  # the record was lost (Redis restarted): this one stands
-                    self.redis.set(
-                        commands.owner_key(conn.node_id),
-                        conn.token,
-                        nx=True,
-                        ex=commands.OWNER_TTL_SECONDS,
-                    )
-                elif owner != conn.token:
+                keys += [commands.stream_key(conn.node_id), commands.owner_key(conn.node_id)]
+                args += ["-" if conn.last_sent_id is None else f"({conn.last_sent_id}", conn.token]
+            for index, finding in self._sweep_chunk(keys=keys, args=args):
+                conn = chunk[int(index) - 1]
+                if finding == _REPLACED:
                     conn.close(CLOSE_REPLACED, "replaced by a newer connection")
-                    continue
-                if entries and conn.ready:
+                elif conn.ready:
                     self.deliver_soon(conn)
 
     def _close_revoked(self, chunk: list[AgentConnection]) -> list[AgentConnection]:
         """Close the connections whose API key was revoked (a missed revoke message must not let
         them live on); return the others. The database is the authority, not Redis."""
-        keyed = {}
-        for conn in chunk:
-            try:
-                keyed[conn] = uuid.UUID(str(conn.key_id))
-            except ValueError:
-                continue
+        key_ids = {conn.key_id for conn in chunk if conn.key_id is not None}
         try:
-            with new_session() as session:
-                live = live_key_ids(session, keyed.values())
+            dead = read_pool().run(lambda session: dead_key_ids(session, key_ids))
         except SQLAlchemyError:
             log.warning("could not check the agents' keys", exc_info=True)
             return chunk
         kept = []
         for conn in chunk:
-            if conn in keyed and keyed[conn] not in live:
+            if conn.key_id in dead:
                 conn.close(CLOSE_REVOKED, "the node's API key was rotated")
             else:
                 kept.append(conn)
         return kept
+
+
+# One call per chunk of the sweep, answering only for the connections that need something.
+# KEYS: per connection, its node's command stream and connection record. ARGV: the record's TTL,
+# then per connection the lower bound of the commands it has not sent ("-" or "(<last sent id>")
+# and its token. A record that was lost (Redis restarted) is set to the connection that stands.
+# Returns {position (1-based), finding} pairs.
+_PENDING = "pending"
+_REPLACED = "replaced"
+_SWEEP_SCRIPT = """
+local found = {}
+for i = 1, #KEYS / 2 do
+  local owner = redis.call('GET', KEYS[2 * i])
+  local token = ARGV[2 * i + 1]
+  if not owner then
+    redis.call('SET', KEYS[2 * i], token, 'NX', 'EX', ARGV[1])
+  end
+  if owner and owner ~= token then
+    found[#found + 1] = {i, 'replaced'}
+  elseif #redis.call('XRANGE', KEYS[2 * i - 1], ARGV[2 * i], '+', 'COUNT', 1) > 0 then
+    found[#found + 1] = {i, 'pending'}
+  end
+end
+return found
+"""

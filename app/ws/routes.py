@@ -11,10 +11,11 @@ from typing import Any
 
 from flask import Blueprint, current_app, g
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from app.auth.current import bearer_token
 from app.auth.node_keys import verify_node_key
-from app.db import new_session
+from app.auth.reads import read_pool
 from app.errors import Unauthorized
 from app.extensions import sock
 from app.fleet.models import HostNode
@@ -26,27 +27,35 @@ blp = Blueprint("agent_ws", __name__)
 
 @blp.before_request
 def authenticate_agent() -> None:
-    # A short session of its own: the request-scoped one would stay checked out for as long as
-    # the socket lives.
-    with new_session() as session:
-        found = verify_node_key(session, bearer_token())
-        node_id, key_id = found if found is not None else (None, None)
-        draining = None
-        tunnel = None
-        if node_id is not None:
-            draining = session.execute(
-                select(HostNode.draining).where(HostNode.id == node_id)
-            ).scalar_one_or_none()
-            # Sent in `welcome` so a restarted agent rebuilds the tunnels of running rentals.
-            tunnel = tunnel_settings(
-                session, node_id=node_id, settings=current_app.config["DC_SETTINGS"]
-            )
-    if node_id is None or draining is None:
+    # On the read pool (app/auth/reads.py), not the request-scoped session: that one would stay
+    # checked out for as long as the socket lives, and a reconnect storm pays each handshake's
+    # pre-ping, BEGIN and ROLLBACK on top of its three SELECTs.
+    settings = current_app.config["DC_SETTINGS"]
+    found = read_pool().run(lambda session: _agent_of(session, bearer_token(), settings))
+    if found is None:
         raise Unauthorized(
             "A valid node API key is required: 'Authorization: Bearer dcn_...'.",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    g.dc_agent = (str(node_id), bool(draining), tunnel, str(key_id))
+    g.dc_agent = found
+
+
+def _agent_of(
+    session: Session, key: str | None, settings: Any
+) -> tuple[str, bool, dict[str, Any], str] | None:
+    """(node id, draining, tunnel block, key id) for a valid node key, else None."""
+    verified = verify_node_key(session, key)
+    if verified is None:
+        return None
+    node_id, key_id = verified
+    draining = session.execute(
+        select(HostNode.draining).where(HostNode.id == node_id)
+    ).scalar_one_or_none()
+    if draining is None:
+        return None
+    # Sent in `welcome` so a restarted agent rebuilds the tunnels of running rentals.
+    tunnel = tunnel_settings(session, node_id=node_id, settings=settings)
+    return str(node_id), bool(draining), tunnel, str(key_id)
 
 
 @sock.route("/ws/agent", bp=blp)

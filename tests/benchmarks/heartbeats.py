@@ -75,9 +75,19 @@ ENV = {
     "FRPS_TOKEN": "bench-frps-token",
 }
 P99_TARGET_MS = 250.0
-# How often the client looks for its heartbeats in Redis: the latencies' resolution, and most of
-# the client's own cost (one HGET per outstanding heartbeat per poll).
+# How often the client looks for its heartbeats in Redis: the latencies' resolution (one script
+# call per poll, which reads every outstanding heartbeat's hash in Redis).
 POLL_SECONDS = 0.010
+# KEYS: live hashes; ARGV: the send time (ms) of each one's outstanding heartbeat. Returns the
+# (1-based) positions of those whose last_seen_ms has reached it.
+VISIBLE_SCRIPT = """
+local seen = {}
+for i, key in ipairs(KEYS) do
+  local value = redis.call('HGET', key, 'last_seen_ms')
+  if value and tonumber(value) >= tonumber(ARGV[i]) then seen[#seen + 1] = i end
+end
+return seen
+"""
 METRICS = {
     "cpu_temp": 55.0,
     "cpu_utilization": 12.5,
@@ -324,6 +334,8 @@ def main() -> None:
             )
             if profile is not None and profile.exists():
                 print(f"-- py-spy, {name} worker, {count} agents ({profile})")
+                from tests.benchmarks.profiling import top_functions
+
                 print(top_functions(profile))
         result = runs["platform"]
         floor = runs.get("floor", result)
@@ -355,35 +367,6 @@ def _loadavg() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-def top_functions(path: Path, limit: int = 15) -> str:
-    """The functions with the most samples in a py-spy raw profile: own time and total time."""
-    own: dict[str, int] = {}
-    total: dict[str, int] = {}
-    samples = idle = 0
-    for line in path.read_text().splitlines():
-        stack, _, count_text = line.rpartition(" ")
-        if not stack or not count_text.isdigit():
-            continue
-        count = int(count_text)
-        samples += count
-        frames = stack.split(";")
-        frames = [f for f in frames if not f.startswith("process ") and not f.startswith("thread ")]
-        if not frames or frames[-1].startswith("Hub.run "):
-            idle += count  # the gevent hub waiting in its event loop
-            continue
-        own[frames[-1]] = own.get(frames[-1], 0) + count
-        for frame in set(frames):
-            total[frame] = total.get(frame, 0) + count
-    busy = max(1, samples - idle)
-    out = [f"{samples} samples, {idle} idle; share of the busy ones, own time:"]
-    for frame, n in sorted(own.items(), key=lambda kv: -kv[1])[:limit]:
-        out.append(f"  {n / busy * 100:5.1f}%  {frame}")
-    out.append("total time (with callees):")
-    for frame, n in sorted(total.items(), key=lambda kv: -kv[1])[:limit]:
-        out.append(f"  {n / busy * 100:5.1f}%  {frame}")
-    return "\n".join(out)
-
-
 # ------------------------------------------------------------------------------ client
 def client_main(argv: list[str]) -> None:
     import gc
@@ -396,6 +379,7 @@ def client_main(argv: list[str]) -> None:
     from app.fleet.live import live_key
     from app.fleet.metrics import STATS_KEY
     from app.redis_client import get_redis
+    from tests.benchmarks.profiling import record
 
     # The client holds as many sockets as the server: tune its collector the same way (see
     # deploy/gunicorn.conf.py), or its own pauses end up in the latencies it measures.
@@ -478,20 +462,25 @@ def client_main(argv: list[str]) -> None:
             state["dropped"] += 1
             state["connected"] -= 1
 
+    # One script call per poll, returning only the heartbeats now visible: a pipeline of one
+    # HGET per outstanding heartbeat cost the client more the slower the server was (a slow
+    # server leaves more outstanding), and took CPU from the server it was measuring.
+    visible_now = redis.register_script(VISIBLE_SCRIPT)
+
     def monitor() -> None:
         while True:
             gevent.sleep(POLL_SECONDS)
             if not outstanding:
                 continue
-            nodes = list(outstanding)
-            pipe = redis.pipeline(transaction=False)
-            for node in nodes:
-                pipe.hget(live_key(node), "last_seen_ms")
-            seen = pipe.execute()
+            asked = list(outstanding.items())
+            found = visible_now(
+                keys=[live_key(node) for node, _ in asked],
+                args=[entry[1] for _, entry in asked],
+            )
             now = time.time()
-            for node, value in zip(nodes, seen, strict=True):
-                entry = outstanding.get(node)
-                if entry is not None and value is not None and int(value) >= entry[1]:
+            for index in found:
+                node, entry = asked[int(index) - 1]
+                if outstanding.get(node) is entry:  # not replaced by a newer one meanwhile
                     del outstanding[node]
                     latencies.append((now - entry[0]) * 1000)
                     state["visible"] += 1
@@ -525,24 +514,11 @@ def client_main(argv: list[str]) -> None:
     profiler = None
     if opts.get("profile"):
         workers = server.children()
-        profiler = subprocess.Popen(
-            [
-                str(Path(sys.executable).with_name("py-spy")),
-                "record",
-                "--nonblocking",
-                "--format",
-                "raw",
-                "--rate",
-                "50",
-                "--duration",
-                str(int(window)),
-                "--pid",
-                str((workers[0] if workers else server).pid),
-                "-o",
-                opts["profile"],
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+        profiler = record(
+            (workers[0] if workers else server).pid,
+            Path(opts["profile"]),
+            duration=window,
+            rate=50,
         )
     stats0 = redis.hgetall(STATS_KEY)
     server0, client0 = cpu(server), cpu(me)

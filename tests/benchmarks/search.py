@@ -7,7 +7,8 @@ a week of status history, materialises reliability, then starts the API as produ
 (gunicorn, gevent worker) and measures each search end to end through HTTP:
 
 * uncached: the offers version is bumped before every request, so each one runs the query;
-* cached: the same request again and again (the Redis cache answers);
+* cached: the same request again and again (the Redis cache answers), in rounds of 50 with
+  GET /me, which it is compared with;
 * SQL: the bare query the service builds for that search, over a plain psycopg2 connection
   (the floor: what the database alone costs).
 
@@ -17,8 +18,13 @@ the same gunicorn settings (tests/benchmarks/floors/jwt_server.py). Prints p50/p
 milliseconds, then the ratios (on p50; p99 beside them) with the load average, and one
 machine-readable line per figure:
 
-    BENCH me p50_ms=... p99_ms=... floor_p50_ms=... floor_p99_ms=... loadavg=... ratio=...
+    BENCH me p50_ms=... p99_ms=... floor_p50_ms=... floor_p99_ms=... cpu_ms=... floor_cpu_ms=...
+        cpu_ratio=... loadavg=... ratio=...
     BENCH search name=default uncached_p50_ms=... sql_p50_ms=... floor_p50_ms=... ... ratio=...
+
+`--profile DIR` then runs GET /me, and its floor, in a loop for `--profile-seconds` each while
+py-spy samples the worker, and prints where each spent its time; `--me-only` leaves out the
+searches (with `--nodes 100`, a quick measure of GET /me alone).
 
 Targets: GET /me within 2x its floor; cached search within 1.2x GET /me; uncached within 3x
 its bare SQL plus the floor (and, in absolute terms, uncached p99 < 25 ms, cached p99 < 3 ms).
@@ -70,8 +76,11 @@ for _key in ("CLERK_JWT_KEY", "CLERK_JWKS_URL", "CLERK_AUTHORIZED_PARTIES"):
     os.environ.pop(_key, None)
 sys.path.insert(0, str(ROOT))
 
+import psutil  # noqa: E402
 import psycopg2  # noqa: E402
 import psycopg2.extras  # noqa: E402
+
+from tests.benchmarks.profiling import record, top_functions, worker_pid  # noqa: E402
 
 # (model, per-GPU price, VRAM GB, TFLOPS per GPU, weight)
 GPUS = [
@@ -270,6 +279,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nodes", type=int, default=10_000)
     parser.add_argument("--requests", type=int, default=400)
+    parser.add_argument(
+        "--me-only", action="store_true", help="measure GET /me and its floor, no searches"
+    )
+    parser.add_argument(
+        "--profile", type=Path, help="folder for py-spy profiles of GET /me and of its floor"
+    )
+    parser.add_argument("--profile-seconds", type=float, default=20.0)
     options = parser.parse_args()
     rng = random.Random(7)
 
@@ -325,6 +341,7 @@ def main() -> None:
         ],
     ).start()
     headers = {"Authorization": f"Bearer {token}"}
+    profiles: list[tuple[str, Path]] = []
     base = f"http://127.0.0.1:{port}/api/v1/offers"
     # A lean keep-alive client, so the figures are the server's and not the client library's.
     conn_http = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
@@ -361,7 +378,7 @@ def main() -> None:
             return elapsed, body
 
         results = []
-        for title, spec in SEARCHES:
+        for title, spec in [] if options.me_only else SEARCHES:
             params = params_of(spec)
             for _ in range(20):  # warm up connections, plans and caches
                 timed_get(params)
@@ -378,13 +395,20 @@ def main() -> None:
                     rows = cur.fetchall()
                     sql_times.append((time.perf_counter() - begin) * 1000)
             uncached = []
+            # Idle while the bare SQL ran: the server may have closed it (keepalive); reopen.
+            conn_http.close()
+            timed_get(params)
             for _ in range(options.requests):
                 redis.incr(OFFERS_VERSION_KEY)
                 uncached.append(timed_get(params)[0])
-            cached = []
-            for _ in range(options.requests):
-                elapsed, body = timed_get(params)
-                cached.append(elapsed)
+            # Cached, in rounds with GET /me (what it is compared with), so that a change in the
+            # machine's load touches both alike.
+            cached, me_beside = [], []
+            for _ in range(max(1, options.requests // 50)):
+                for _ in range(50):
+                    elapsed, body = timed_get(params)
+                    cached.append(elapsed)
+                me_beside += [timed_path("/api/v1/me") for _ in range(50)]
             items = len(json.loads(body)["items"])
             results.append(
                 (
@@ -395,6 +419,7 @@ def main() -> None:
                     items,
                     len(rows),
                     [line for line in plan if "Scan" in line][:2],
+                    percentiles(me_beside),
                 )
             )
         # The floor of any authenticated request: GET /me (token check and user row only), and
@@ -415,9 +440,31 @@ def main() -> None:
             timed_path("/api/v1/me")
             timed_floor()
         me, me_floor = [], []
+        # Each worker's CPU time over its own requests too: less at the mercy of the machine's
+        # load than latency (a request waits for a core; CPU is what it costs once it has one).
+        me_worker = psutil.Process(worker_pid(server.popen.pid))
+        floor_worker = psutil.Process(worker_pid(floor.popen.pid))
+        me_cpu = floor_cpu = 0.0
         for _ in range(options.requests // 50):
+            before = cpu_seconds(me_worker)
             me += [timed_path("/api/v1/me") for _ in range(50)]
+            me_cpu += cpu_seconds(me_worker) - before
+            before = cpu_seconds(floor_worker)
             me_floor += [timed_floor() for _ in range(50)]
+            floor_cpu += cpu_seconds(floor_worker) - before
+        if options.profile is not None:
+            options.profile.mkdir(parents=True, exist_ok=True)
+            for name, proc, call, http_conn in (
+                ("me", server, lambda: timed_path("/api/v1/me"), conn_http),
+                ("floor", floor, timed_floor, floor_http),
+            ):
+                http_conn.close()  # idle meanwhile: the server may have closed it (reopens)
+                profiles.append(
+                    (
+                        name,
+                        profile_while(proc, call, options.profile, name, options.profile_seconds),
+                    )
+                )
         floor_http.close()
     finally:
         server.stop()
@@ -430,10 +477,11 @@ def main() -> None:
         f"load average {started_load:.2f} at start, {os.getloadavg()[0]:.2f} at end"
     )
     log(f"{'search':58} {'bare SQL':>15} {'HTTP uncached':>15} {'HTTP cached':>15}  items")
-    for title, sql_p, unc_p, cac_p, items, _rows, _plan in results:
+    for title, sql_p, unc_p, cac_p, items, _rows, _plan, me_b in results:
         log(
             f"{title:58} {sql_p[0]:6.2f} / {sql_p[1]:6.2f} {unc_p[0]:6.2f} / {unc_p[1]:6.2f} "
-            f"{cac_p[0]:6.2f} / {cac_p[1]:6.2f}  {items}"
+            f"{cac_p[0]:6.2f} / {cac_p[1]:6.2f}  {items}  (GET /me beside it "
+            f"{me_b[0]:.2f} / {me_b[1]:.2f})"
         )
     me_p = percentiles(me)
     floor_p = percentiles(me_floor)
@@ -453,38 +501,71 @@ def main() -> None:
         f"{'GET /me / bare JWT route (target <= 2)':58} {me_ratio:6.2f} "
         f"({me_p[1] / floor_p[1]:.2f})"
     )
+    me_cpu_ms = me_cpu / max(1, len(me)) * 1000
+    floor_cpu_ms = floor_cpu / max(1, len(me_floor)) * 1000
+    cpu_ratio = me_cpu_ms / max(1e-9, floor_cpu_ms)
+    log(
+        f"{'  server CPU per request, GET /me / bare JWT route':58} {cpu_ratio:6.2f} "
+        f"({me_cpu_ms:.2f} ms / {floor_cpu_ms:.2f} ms)"
+    )
     bench = [
         f"BENCH me p50_ms={me_p[0]:.2f} p99_ms={me_p[1]:.2f} floor_p50_ms={floor_p[0]:.2f} "
-        f"floor_p99_ms={floor_p[1]:.2f} loadavg={load:.2f} ratio={me_ratio:.2f}"
+        f"floor_p99_ms={floor_p[1]:.2f} cpu_ms={me_cpu_ms:.3f} floor_cpu_ms={floor_cpu_ms:.3f} "
+        f"cpu_ratio={cpu_ratio:.2f} loadavg={load:.2f} ratio={me_ratio:.2f}"
     ]
-    for slug, (title, sql_p, unc_p, cac_p, *_rest) in zip(SLUGS, results, strict=True):
+    for slug, (title, sql_p, unc_p, cac_p, *_rest, me_b) in zip(
+        SLUGS[: len(results)], results, strict=True
+    ):
         unc_ratio = unc_p[0] / (sql_p[0] + floor_p[0])
-        cac_ratio = cac_p[0] / me_p[0]
+        cac_ratio = cac_p[0] / me_b[0]
         log(
             f"{title[:40]:40} uncached / (SQL + floor) {unc_ratio:5.2f} "
             f"({unc_p[1] / (sql_p[1] + floor_p[1]):.2f}; target <= 3)   "
-            f"cached / GET /me {cac_ratio:5.2f} ({cac_p[1] / me_p[1]:.2f}; target <= 1.2)"
+            f"cached / GET /me {cac_ratio:5.2f} ({cac_p[1] / me_b[1]:.2f}; target <= 1.2)"
         )
         bench.append(
             f"BENCH search name={slug} sql_p50_ms={sql_p[0]:.2f} uncached_p50_ms={unc_p[0]:.2f} "
             f"uncached_p99_ms={unc_p[1]:.2f} cached_p50_ms={cac_p[0]:.2f} "
-            f"cached_p99_ms={cac_p[1]:.2f} me_p50_ms={me_p[0]:.2f} "
+            f"cached_p99_ms={cac_p[1]:.2f} me_p50_ms={me_b[0]:.2f} "
             f"floor_p50_ms={floor_p[0]:.2f} cached_ratio={cac_ratio:.2f} loadavg={load:.2f} "
             f"ratio={unc_ratio:.2f}"
         )
     log("")
-    for title, *_rest, plan in results:
+    for title, *_rest, plan, _me in results:
         log(f"plan, {title}: {' | '.join(plan)}")
-    worst_uncached = max(r[2][1] for r in results)
-    worst_cached = max(r[3][1] for r in results)
-    log("")
-    log(
-        f"worst p99 uncached {worst_uncached:.2f} ms (target < 25), "
-        f"cached {worst_cached:.2f} ms (target < 3)"
-    )
+    if results:
+        worst_uncached = max(r[2][1] for r in results)
+        worst_cached = max(r[3][1] for r in results)
+        log("")
+        log(
+            f"worst p99 uncached {worst_uncached:.2f} ms (target < 25), "
+            f"cached {worst_cached:.2f} ms (target < 3)"
+        )
+    for name, path in profiles:
+        log("")
+        log(f"-- py-spy, {name} worker, GET /me in a loop ({path})")
+        log(top_functions(path))
     log("")
     for line in bench:
         log(line)
+
+
+def cpu_seconds(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return times.user + times.system
+
+
+def profile_while(proc, call, folder: Path, name: str, seconds: float) -> Path:
+    """Sample `proc`'s worker with py-spy while `call` runs in a loop for `seconds`."""
+    out = folder.resolve() / f"search-{name}.txt"
+    spy = record(worker_pid(proc.popen.pid), out, duration=seconds)
+    # Until py-spy is done (it takes a moment to attach); an idle keep-alive connection would
+    # be closed by the server meanwhile.
+    deadline = time.monotonic() + seconds + 10
+    while spy.poll() is None and time.monotonic() < deadline:
+        call()
+    spy.wait(30)
+    return out
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from app.auth.schemas import (
     UserApiKeyCreateSchema,
     UserApiKeyListSchema,
 )
+from app.billing.accrued import balance_of
 from app.influx import InfluxClient
 from app.pagination import PageArgsSchema
 from app.redis_client import get_redis
@@ -77,7 +78,7 @@ class Me(MethodView):
             "clerk_id": user.clerk_id,
             "email": user.email,
             "role": user.role,
-            "balance": user.balance,
+            "balance": balance_of(db_session(), user.id),
             "is_admin": is_admin(user),
             "created_at": user.created_at,
         }

@@ -27,7 +27,9 @@ from app.auth.schemas import (
     UserApiKeyListSchema,
     me_body,
 )
+from app.billing.accrued import balance_of
 from app.influx import InfluxClient
+from app.money import to_wire
 from app.pagination import PageArgsSchema
 from app.redis_client import get_redis
 from app.web import db_session
@@ -74,7 +76,10 @@ class Me(MethodView):
     def get(self):
         """Show the calling user."""
         user = current_account()
-        return jsonify(me_body(user, is_admin=is_admin(user)))  # MeSchema's output
+        body = me_body(user, is_admin=is_admin(user))  # MeSchema's output
+        # The balance as every reader sees it: posted, less what active rentals have accrued.
+        body["balance"] = to_wire(balance_of(db_session(), user.id))
+        return jsonify(body)
 
 
 @blp.route("/api-keys")

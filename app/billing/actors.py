@@ -1,5 +1,5 @@
-"""Billing actors: the periodic tick that bills every active rental from its watermark and posts
-the hours that have passed to the ledger."""
+"""Billing actors: the periodic tick that posts the rentals whose hour has passed (or whose renter
+ran out) to the ledger and stops the rentals their renters can no longer pay for."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from app.webhooks.events import check_low_balances
 log = logging.getLogger(__name__)
 LAST_TICK_KEY = "dc:billing:last_tick"
 # Test hook (honoured only with APP_ENV=test): seconds the tick waits inside its transaction,
-# after billing and posting and before commit, so a test can kill the worker in the middle of a
+# after its postings and before commit, so a test can kill the worker in the middle of a
 # tick.
 PAUSE_ENV = "DC_TEST_BILLING_PAUSE_SECONDS"
 PAUSED_KEY = "dc:billing:test_paused"
@@ -33,12 +33,13 @@ PAUSED_KEY = "dc:billing:test_paused"
     queue_name="billing", max_retries=5, min_backoff=1_000, max_backoff=30_000, time_limit=300_000
 )
 def bill_active_rentals() -> None:
-    """Bill every active rental for the seconds since its watermark (a missed tick catches up)."""
+    """Post the rentals that are due and stop those their renters cannot pay for any more."""
     started = time.monotonic()
     now = utcnow()
     run = _bill(now)
     summary: dict[Any, Any] = {
-        "rentals": run.locked,
+        "rentals": run.looked,
+        "priced": run.priced,
         "charged": run.charged,
         "amount": str(run.total),
         "postings": run.postings,

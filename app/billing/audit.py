@@ -1,8 +1,9 @@
 """The executable ledger audit: every invariant of the ledger as a query that lists its breaches.
 
-Balances are the posted ledger lines plus each rental's billed but not yet posted share (its
-`rental_accruals` row); see app/billing/service.py for the rule, and app/billing/payouts.py for
-the payouts' lines and accounts.
+Every account's stored balance is exactly its posted ledger lines; what active rentals have
+accrued since their last posting is derived (app/billing/accrued.py) and must be covered by their
+renters' balances. See app/billing/service.py for the rule, and app/billing/payouts.py for the
+payouts' lines and accounts.
 """
 
 from __future__ import annotations
@@ -15,34 +16,19 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from app.billing.accrued import owed_in_all
 from app.billing.models import PAYOUTS_PAID_CLERK_ID, PAYOUTS_PENDING_CLERK_ID, PLATFORM_CLERK_ID
 from app.db import utcnow
 from app.money import quantize
 
-# Each account's share of what is billed but not posted yet: the renter paid it, the host and the
-# platform earned it, and the ledger lines will say so at the next posting.
-_UNPOSTED_SQL = """
-    SELECT v.user_id, SUM(v.amount) AS amount
-    FROM rental_accruals a
-    CROSS JOIN LATERAL (VALUES
-        (a.renter_id, -(a.billed_amount - a.posted_amount)),
-        (a.host_id, (a.billed_amount - a.billed_fee) - (a.posted_amount - a.posted_fee)),
-        ((SELECT id FROM users WHERE clerk_id = :platform), a.billed_fee - a.posted_fee)
-    ) AS v(user_id, amount)
-    WHERE a.billed_amount <> a.posted_amount
-    GROUP BY v.user_id
-"""
-
 _INVARIANT_QUERIES: dict[str, str] = {
-    # Every account: balance = credits - debits of its ledger lines + its unposted share.
-    "balance_matches_ledger": f"""
-        SELECT u.id AS user_id, u.balance, COALESCE(l.net, 0) AS ledger,
-               COALESCE(p.amount, 0) AS unposted
+    # Every account: balance = credits - debits of its ledger lines.
+    "balance_matches_ledger": """
+        SELECT u.id AS user_id, u.balance, COALESCE(l.net, 0) AS ledger
         FROM users u
         LEFT JOIN (SELECT user_id, SUM(CASE WHEN type = 'credit' THEN amount ELSE -amount END)
                    AS net FROM transactions GROUP BY user_id) l ON l.user_id = u.id
-        LEFT JOIN ({_UNPOSTED_SQL}) p ON p.user_id = u.id
-        WHERE u.balance <> COALESCE(l.net, 0) + COALESCE(p.amount, 0)
+        WHERE u.balance <> COALESCE(l.net, 0)
         LIMIT 100""",
     "balance_not_negative": """
         SELECT id AS user_id, balance FROM users WHERE balance < 0 LIMIT 100""",
@@ -62,10 +48,10 @@ _INVARIANT_QUERIES: dict[str, str] = {
         WHERE COALESCE(t.usage, 0) <> c.amount OR COALESCE(t.fee, 0) <> c.fee
            OR COALESCE(t.earning, 0) <> c.amount - c.fee
         LIMIT 100""",
-    # Every rental's running bill: what is posted is exactly its ledger lines (per-minute charges
-    # and postings together), its postings are numbered 1..n, and the rounding rule holds.
+    # Every rental's posted bill is exactly its ledger lines (per-minute charges and postings
+    # together), its postings are numbered 1..n, and the rounding rule holds.
     "accrual_matches_lines": """
-        SELECT a.rental_id, a.posted_amount, a.posted_fee, a.postings,
+        SELECT a.rental_id, a.billed_amount, a.billed_fee, a.postings,
                COALESCE(t.usage, 0) AS usage, COALESCE(t.earning, 0) AS earning,
                COALESCE(t.fee, 0) AS fee_lines, COALESCE(t.postings, 0) AS posting_numbers,
                COALESCE(t.last_posting, 0) AS last_posting
@@ -78,19 +64,17 @@ _INVARIANT_QUERIES: dict[str, str] = {
                           COUNT(DISTINCT posting) AS postings, MAX(posting) AS last_posting
                    FROM transactions WHERE kind IN ('usage', 'earning', 'fee')
                    GROUP BY rental_id) t ON t.rental_id = a.rental_id
-        WHERE COALESCE(t.usage, 0) <> a.posted_amount OR COALESCE(t.fee, 0) <> a.posted_fee
-           OR COALESCE(t.earning, 0) <> a.posted_amount - a.posted_fee
+        WHERE COALESCE(t.usage, 0) <> a.billed_amount OR COALESCE(t.fee, 0) <> a.billed_fee
+           OR COALESCE(t.earning, 0) <> a.billed_amount - a.billed_fee
            OR COALESCE(t.postings, 0) <> a.postings OR COALESCE(t.last_posting, 0) <> a.postings
            OR a.billed_amount + a.waived_amount
               <> ROUND(a.cost_per_hour * a.billed_seconds / 3600, 4)
         LIMIT 100""",
-    # A rental that ended is fully posted, and its row keeps the settled amount.
+    # A rental that ended keeps its settled amount on its row.
     "ended_rentals_posted": """
-        SELECT r.id AS rental_id, r.status, r.billed_amount, a.billed_amount AS accrued,
-               a.posted_amount
+        SELECT r.id AS rental_id, r.status, r.billed_amount, a.billed_amount AS posted
         FROM rentals r JOIN rental_accruals a ON a.rental_id = r.id
-        WHERE r.status <> 'active'
-          AND (a.billed_amount <> a.posted_amount OR r.billed_amount <> a.billed_amount)
+        WHERE r.status <> 'active' AND r.billed_amount <> a.billed_amount
         LIMIT 100""",
     # Every rental that started and paid something has its running bill.
     "billed_rentals_have_an_accrual": """
@@ -173,11 +157,7 @@ _TOTALS_SQL = """
            COALESCE(SUM(amount) FILTER (WHERE kind = 'fee' AND type = 'credit'), 0) AS fees,
            COALESCE(SUM(amount) FILTER (WHERE kind = 'topup'), 0) AS topups,
            COALESCE(SUM(CASE WHEN type = 'credit' THEN amount ELSE -amount END), 0) AS ledger_net,
-           (SELECT COALESCE(SUM(balance), 0) FROM users) AS balances,
-           (SELECT COALESCE(SUM(billed_amount - posted_amount), 0) FROM rental_accruals)
-             AS unposted_usage,
-           (SELECT COALESCE(SUM(billed_fee - posted_fee), 0) FROM rental_accruals)
-             AS unposted_fees
+           (SELECT COALESCE(SUM(balance), 0) FROM users) AS balances
     FROM transactions
 """
 
@@ -206,6 +186,9 @@ def check_invariants(session: Session) -> dict[str, Any]:
         for row in session.execute(text(sql), _ACCOUNTS).mappings():
             differences.append({"check": name, **{k: _plain(v) for k, v in row.items()}})
     totals = dict(session.execute(text(_TOTALS_SQL)).mappings().one())
+    # What active rentals owe now (covered by their renters' balances by construction: a renter's
+    # balance as seen never goes below zero) and what their balances could not cover.
+    totals["unposted_usage"], totals["uncovered_usage"] = owed_in_all(session)
     if has_payouts:
         totals.update(session.execute(text(_PAYOUT_TOTALS_SQL)).mappings().one())
     usage_gap = totals["usage"] - totals["earnings"] - totals["fees"]

@@ -193,21 +193,21 @@ class BillingCharge(Base):
 
 
 class RentalAccrual(Base):
-    """A rental's running bill: one row per rental, updated in place by every billing run.
+    """What a rental has posted: one row per rental, written only when the rental posts.
 
-    `billed_seconds` whole seconds of the billable clock are settled (up to the wall-clock time
-    `billed_until`); they cost ``round_half_up(cost_per_hour * billed_seconds / 3600)``, of which
-    the renter paid `billed_amount` and `waived_amount` is what the balance could not cover (never
-    charged later). `billed_fee` is the platform's share of `billed_amount`. Balances move with
-    every run; ledger lines are written per posting (hourly and when the rental ends), and
-    `posted_*` say how much of the running totals the ledger lines already hold. The check
-    constraints hold the rounding rule and the posted parts to the running totals in the database.
+    `billed_seconds` whole seconds of the billable clock are settled and posted (the clock stood at
+    the wall-clock time `billed_until` when they were); they cost
+    ``round_half_up(cost_per_hour * billed_seconds / 3600)``, of which the renter paid
+    `billed_amount` and `waived_amount` is what the balance could not cover (never charged later).
+    `billed_fee` is the platform's share of `billed_amount`. The ledger lines of the rental's
+    postings add up to these figures exactly; what the rental has accrued since is not stored
+    anywhere: it is derived from its clock (app/billing/accrued.py). The check constraints hold the
+    rounding rule in the database.
     """
 
     __tablename__ = "rental_accruals"
     __table_args__ = (
-        CheckConstraint("billed_seconds >= 0 AND posted_seconds >= 0", name="seconds_valid"),
-        CheckConstraint("posted_seconds <= billed_seconds", name="posted_seconds_valid"),
+        CheckConstraint("billed_seconds >= 0", name="seconds_valid"),
         CheckConstraint(
             "billed_amount + waived_amount = ROUND(cost_per_hour * billed_seconds / 3600, 4)",
             name="amount_per_second",
@@ -216,12 +216,6 @@ class RentalAccrual(Base):
             "billed_amount >= 0 AND waived_amount >= 0 AND billed_fee >= 0"
             " AND billed_fee <= billed_amount",
             name="amount_valid",
-        ),
-        CheckConstraint(
-            "posted_amount >= 0 AND posted_fee >= 0 AND posted_fee <= posted_amount"
-            " AND posted_amount <= billed_amount AND posted_fee <= billed_fee"
-            " AND billed_fee - posted_fee <= billed_amount - posted_amount",
-            name="posted_valid",
         ),
         CheckConstraint("postings >= 0", name="postings_valid"),
         {"postgresql_with": {"fillfactor": 50}},
@@ -239,12 +233,24 @@ class RentalAccrual(Base):
     billed_amount: Mapped[Decimal] = mapped_column(Numeric(18, 4), nullable=False)
     waived_amount: Mapped[Decimal] = mapped_column(Numeric(18, 4), nullable=False)
     billed_fee: Mapped[Decimal] = mapped_column(Numeric(18, 4), nullable=False)
-    posted_seconds: Mapped[int] = mapped_column(BigInteger, nullable=False)
-    posted_amount: Mapped[Decimal] = mapped_column(Numeric(18, 4), nullable=False)
-    posted_fee: Mapped[Decimal] = mapped_column(Numeric(18, 4), nullable=False)
-    # Postings made (the next one is number postings + 1) and the rental hour they reach.
+    # Postings made (the next one is number postings + 1) and the hour mark of the rental
+    # the last hourly posting was made for (start_time + whole hours; the end for the final one).
     postings: Mapped[int] = mapped_column(Integer, nullable=False)
     posted_until: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+
+class BillingWatermark(Base):
+    """One row: the time up to which the last billing tick looked at every active rental.
+
+    Each tick moves it forward (never back: a late, redelivered tick leaves it alone); ops
+    reports how far behind it is (app/billing/service.py: unbilled_since).
+    """
+
+    __tablename__ = "billing_watermark"
+    __table_args__ = (CheckConstraint("id = 1", name="single_row"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    ticked_until: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
 
 
 class PayoutStatus(StrEnum):

@@ -13,17 +13,18 @@ every account keeps balance = credits - debits:
 So the pending account always holds the sum of the requested payouts, and the paid account the
 sum of the approved ones (app/billing/audit.py checks both).
 
-*Available* is what a host may ask for: its balance, less what it earned within the last
-PAYOUT_HOLD_DAYS (posted `earning` lines) and less its billed but not yet posted earnings (those
-reach the ledger at the next posting). Requested payouts are already out of the balance.
+*Available* is what a host may ask for: its balance as everyone sees it (posted, less what its own
+rentals owe as a renter: app/billing/accrued.py), less what it earned within the last
+PAYOUT_HOLD_DAYS (posted `earning` lines). Earnings not posted yet are not in the balance at all
+(they reach it at the rental's next posting). Requested payouts are already out of the balance.
 
 Locking. The billing run does not lock account rows; it reads a renter's balance and relies on
 nothing else taking money out of a balance until its UPDATE lands (see _BILL_SQL in
 app/billing/service.py). A payout takes money out, and a host can also be a renter. So every
 payout step first takes the platform account's row lock, the very lock that serialises billing
 runs: a payout waits for a run in progress and a run waits for the payout, so neither reads a
-balance the other is about to lower, and the held (unposted) earnings a request reads cannot move
-under it. Then the host's row is locked (FOR NO KEY UPDATE, as a balance UPDATE would, which
+balance the other is about to lower, and what the host owes as a renter cannot be posted under
+it. Then the host's row is locked (FOR NO KEY UPDATE, as a balance UPDATE would, which
 leaves foreign-key checks of concurrent inserts alone): two requests of one host run one after
 the other, and the second sees the first one's debit. The order is always platform account, then
 payout, then user rows, the same order a billing run takes.
@@ -39,6 +40,7 @@ from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session
 
 from app.auth.models import User
+from app.billing.accrued import balance_of
 from app.billing.models import (
     PAYOUTS_PAID_CLERK_ID,
     PAYOUTS_PENDING_CLERK_ID,
@@ -56,22 +58,17 @@ from app.errors import Conflict, NotFound, ValidationFailed
 from app.money import quantize
 from app.pagination import newest_first_page
 
-# What a host earned that is not payable yet: posted earnings within the hold period, and the
-# billed share that is not posted at all.
+# What a host earned that is not payable yet: posted earnings within the hold period.
 _HELD_SQL = """
-    SELECT COALESCE((SELECT SUM(amount) FROM transactions
-                     WHERE user_id = :user AND kind = 'earning' AND type = 'credit'
-                       AND created_at > :held_since), 0)
-         + COALESCE((SELECT SUM((billed_amount - billed_fee) - (posted_amount - posted_fee))
-                     FROM rental_accruals
-                     WHERE host_id = :user AND billed_amount <> posted_amount), 0)
+    SELECT COALESCE(SUM(amount), 0) FROM transactions
+    WHERE user_id = :user AND kind = 'earning' AND type = 'credit' AND created_at > :held_since
 """
 
 
 def held_earnings(
     session: Session, *, user_id: uuid.UUID, settings: Settings, now: datetime | None = None
 ) -> Decimal:
-    """What the user earned that the hold period (or the next posting) still keeps back."""
+    """What the user earned that the hold period still keeps back."""
     held_since = (now or utcnow()) - timedelta(days=settings.payout_hold_days)
     return Decimal(
         session.execute(text(_HELD_SQL), {"user": user_id, "held_since": held_since}).scalar_one()
@@ -81,9 +78,11 @@ def held_earnings(
 def available_for_payout(
     session: Session, *, user: User, settings: Settings, now: datetime | None = None
 ) -> Decimal:
-    """The user's balance less its held earnings, never below zero."""
+    """The user's balance (less what it owes as a renter) less its held earnings, never below
+    zero."""
     held = held_earnings(session, user_id=user.id, settings=settings, now=now)
-    return max(Decimal(0), quantize(Decimal(user.balance) - held))
+    balance = balance_of(session, user.id, now=now)
+    return max(Decimal(0), quantize(balance - held))
 
 
 def request_payout(

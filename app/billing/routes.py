@@ -6,7 +6,7 @@ from flask_smorest import Blueprint
 
 from app import idempotency
 from app.auth.current import BEARER_AUTH, admin_required, current_user, is_admin, login_required
-from app.billing import audit, earnings, payouts, service
+from app.billing import accrued, audit, earnings, payouts, service
 from app.billing.schemas import (
     BalanceSchema,
     CreditCreateSchema,
@@ -34,8 +34,9 @@ class Balance(MethodView):
     @blp.response(200, BalanceSchema)
     @blp.doc(security=BEARER_AUTH)
     def get(self):
-        """Show my balance."""
-        return {"balance": current_user().balance}
+        """Show my balance: posted, less what my running rentals have cost since their last
+        posting."""
+        return {"balance": accrued.balance_of(db_session(), current_user().id)}
 
 
 @blp.route("/billing/transactions")

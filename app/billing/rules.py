@@ -1,18 +1,19 @@
 """Billing's rules: what seconds cost, how an amount splits, what a rental has cost so far.
 
-They write nothing; only cost_so_far reads, through the rental's own session (its running bill
-and whether its node is offline). The rule they implement is described in app/billing/service.py.
+They write nothing; only cost_so_far reads, through the rental's own session (its posted figures,
+and for an active rental its clock: app/billing/accrued.py). The rule they implement is described
+in app/billing/service.py.
 """
 
 from __future__ import annotations
 
 import math
-from datetime import datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import text
 from sqlalchemy.orm import object_session
 
+from app.billing.accrued import rental_costs
 from app.billing.models import RentalAccrual
 from app.enums import RentalStatus
 from app.money import quantize
@@ -51,56 +52,25 @@ def whole_seconds(seconds: float | Decimal) -> int:
 
 
 def cost_so_far(rental: Rental, now: datetime) -> Decimal:
-    """What the rental has cost until `now`: what is billed, plus the seconds not billed yet.
+    """What the rental has cost until `now`, exact to the second: posted, plus the seconds its
+    clock has run since its last posting as far as the renter's balance covers them.
 
-    A live rental's unbilled part is its clock since the billing watermark, which stops at a stop
-    request and, while the node is offline, at its last heartbeat (an offline spell that has
-    already ended is taken off by the next tick); an ended rental is settled, so its cost is
-    exactly what was billed.
+    An ended rental is settled, so its cost is exactly what its postings say (`billed_amount`, on
+    the rental row and its accrual row alike).
     """
-    accrual = _accrual_of(rental)
-    until: datetime | None
+    session = object_session(rental)
+    posted = _posted(rental)
+    if rental.status != RentalStatus.ACTIVE or rental.start_time is None or session is None:
+        return posted
+    return rental_costs(session, renter_id=rental.renter_id, now=now).get(rental.id, posted)
+
+
+def _posted(rental: Rental) -> Decimal:
+    session = object_session(rental)
+    accrual = session.get(RentalAccrual, rental.id) if session and rental.id else None
     if accrual is not None:
-        billed, seconds, until = (
-            quantize(Decimal(accrual.billed_amount)),
-            accrual.billed_seconds,
-            accrual.billed_until,
-        )
-    else:
-        # Not billed per second yet: the rental row's per-minute watermark.
-        billed, seconds = quantize(Decimal(rental.billed_amount or 0)), rental.billed_minutes * 60
-        until = rental.start_time + timedelta(seconds=seconds) if rental.start_time else None
-    if rental.status != RentalStatus.ACTIVE or rental.start_time is None or until is None:
-        return billed
-    clock_end = min(now, rental.stop_requested_at) if rental.stop_requested_at else now
-    offline_since = _offline_since(rental)
-    if offline_since is not None:
-        clock_end = min(clock_end, offline_since)
-    extra = whole_seconds((clock_end - until).total_seconds())
-    if extra <= 0:
-        return billed
-    price = Decimal(rental.cost_per_hour)
-    return billed + amount_for_seconds(price, seconds + extra) - amount_for_seconds(price, seconds)
-
-
-def _accrual_of(rental: Rental) -> RentalAccrual | None:
-    session = object_session(rental)
-    if session is None or rental.id is None:
-        return None
-    return session.get(RentalAccrual, rental.id)
-
-
-def _offline_since(rental: Rental) -> datetime | None:
-    """The last heartbeat of the rental's node when it is offline (None when it is not)."""
-    session = object_session(rental)
-    if session is None or rental.node_id is None:
-        return None
-    row = session.execute(
-        text("SELECT status, last_seen_at FROM host_nodes WHERE id = :n"), {"n": rental.node_id}
-    ).one_or_none()
-    if row is None or row.status != "offline":
-        return None
-    return row.last_seen_at or rental.start_time
+        return quantize(Decimal(accrual.billed_amount))
+    return quantize(Decimal(rental.billed_amount or 0))
 
 
 def credit_minutes_left(balance: Decimal, cost_per_hour: Decimal) -> int | None:

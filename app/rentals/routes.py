@@ -9,6 +9,7 @@ from flask_smorest import Blueprint
 
 from app import idempotency
 from app.auth.current import BEARER_AUTH, current_user, is_admin, login_required
+from app.billing.accrued import balance_of
 from app.db import utcnow
 from app.enums import RentalStatus
 from app.fleet import maintenance
@@ -52,7 +53,8 @@ class Rentals(MethodView):
         """List my rentals, newest first."""
         user = current_user()
         items, next_cursor = service.list_rentals(db_session(), renter=user, **args)
-        views = [service.rental_view(r, balance=user.balance) for r in items]
+        balance = balance_of(db_session(), user.id)
+        views = [service.rental_view(r, balance=balance) for r in items]
         return {"items": _with_maintenance(db_session(), views), "next_cursor": next_cursor}
 
     @blp.arguments(RentalCreateSchema)
@@ -73,7 +75,7 @@ class Rentals(MethodView):
             session, renter=user, settings=current_app.config["DC_SETTINGS"], **data
         )
         provision_rental.send_after_commit(session, rental_id=str(rental.id))
-        view = service.rental_view(rental, balance=user.balance)
+        view = service.rental_view(rental, balance=balance_of(db_session(), user.id))
         return {"rental": _with_maintenance(session, [view])[0]}
 
 
@@ -89,7 +91,7 @@ class RentalById(MethodView):
         rental = service.get_rental(
             db_session(), user=user, rental_id=rental_id, admin=is_admin(user)
         )
-        balance = user.balance if rental.renter_id == user.id else None
+        balance = balance_of(db_session(), user.id) if rental.renter_id == user.id else None
         view = service.rental_view(rental, balance=balance)
         return {"rental": _with_maintenance(db_session(), [view])[0]}
 
@@ -140,7 +142,7 @@ class RentalStop(MethodView):
         if service.request_stop(session, rental=rental, reason=reason):
             stop_rental.send_after_commit(session, rental_id=str(rental.id), reason=reason)
         session.commit()
-        balance = user.balance if rental.renter_id == user.id else None
+        balance = balance_of(db_session(), user.id) if rental.renter_id == user.id else None
         return {"rental": service.rental_view(rental, balance=balance)}
 
 

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from app.auth.models import User
 from app.auth.ssh_keys import account_ssh_keys
+from app.billing.accrued import balance_of
 from app.billing.rules import cost_so_far, credit_minutes_left
 from app.config import Settings
 from app.db import utcnow
@@ -182,9 +183,10 @@ def _check_balance(session: Session, *, renter: User, price: Decimal, minutes: i
         )
     ).scalar_one()
     required = quantize((Decimal(running) + price) * minutes / 60)
-    if renter.balance < required:
+    balance = balance_of(session, renter.id)  # posted, less what the running rentals owe
+    if balance < required:
         raise PaymentRequired(
-            f"Your balance of {to_wire(renter.balance)} does not cover {minutes} minutes at "
+            f"Your balance of {to_wire(balance)} does not cover {minutes} minutes at "
             f"{to_wire(price)} per hour (needed: {to_wire(required)}, counting your running "
             "rentals). Add credit and try again."
         )

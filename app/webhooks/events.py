@@ -24,7 +24,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from app.auth.models import User
+from app.billing.accrued import balances as billing_balances
 from app.config import Settings, get_settings
 from app.db import after_commit, utcnow
 from app.enums import RentalStatus
@@ -116,15 +116,14 @@ def _bounded(data: Mapping[str, Any]) -> dict[str, Any]:
 def check_low_balances(session: Session, *, settings: Settings) -> int:
     """balance.low once per crossing for the renters with running rentals who subscribed to it.
 
-    Called by the billing tick after it moved the balances. A renter is low when the balance pays
+    Called by the billing tick (balances: app/billing/accrued.py). A renter is low when it pays
     for less than LOW_BALANCE_MINUTES of the rentals still running; an alert row remembers that
     the event was sent, and is removed (re-arming it) once the balance is above the line again.
     Only subscribers are read, so the cost follows the subscriptions, not the fleet. Returns how
     many events were recorded.
     """
     rows = session.execute(
-        select(Rental.renter_id, func.sum(Rental.cost_per_hour), User.balance)
-        .join(User, User.id == Rental.renter_id)
+        select(Rental.renter_id, func.sum(Rental.cost_per_hour))
         .where(
             Rental.status == RentalStatus.ACTIVE,
             Rental.stop_requested_at.is_(None),
@@ -135,10 +134,11 @@ def check_low_balances(session: Session, *, settings: Settings) -> int:
                 )
             ),
         )
-        .group_by(Rental.renter_id, User.balance)
+        .group_by(Rental.renter_id)
     ).all()
-    hourly = {renter_id: cost for renter_id, cost, _ in rows}
-    balances: dict[uuid.UUID, Decimal] = {renter_id: Decimal(bal) for renter_id, _, bal in rows}
+    hourly = {renter_id: cost for renter_id, cost in rows}
+    # The balance as every reader sees it: posted, less what the running rentals owe.
+    balances = billing_balances(session, hourly)
     watched = set(balances)
     # A renter whose rentals all ended is above any line: re-arm their alert.
     watched |= set(

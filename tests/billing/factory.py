@@ -12,7 +12,9 @@ from typing import Any
 from sqlalchemy import func, select
 
 from app.auth.models import User
+from app.billing import accrued
 from app.billing.models import EntryKind, RentalAccrual, Transaction
+from app.billing.rules import cost_so_far
 from app.db import session_scope, utcnow
 from app.enums import NodeStatus, RentalStatus, TransactionType
 from app.fleet.models import HostNode
@@ -105,9 +107,24 @@ def create_party(**kwargs: Any) -> Party:
         return make_party(session, **kwargs)
 
 
-def balance_of(user_id: uuid.UUID) -> Decimal:
+def balance_of(user_id: uuid.UUID, at: datetime | None = None) -> Decimal:
+    """The user's balance as every reader sees it at `at` (default: now): posted, less what its
+    active rentals owe."""
+    with session_scope() as session:
+        return accrued.balance_of(session, user_id, now=at)
+
+
+def posted_balance_of(user_id: uuid.UUID) -> Decimal:
+    """The account row's balance: what the ledger lines hold."""
     with session_scope() as session:
         return session.execute(select(User.balance).where(User.id == user_id)).scalar_one()
+
+
+def cost_at(party: Party, at: datetime) -> Decimal:
+    """What the party's rental has cost until `at` (posted, plus what the balance covers since)."""
+    with session_scope() as session:
+        rental = session.get_one(Rental, party.rental_id)
+        return cost_so_far(rental, at)
 
 
 def rental_row(rental_id: uuid.UUID) -> Rental:
@@ -129,7 +146,7 @@ def ledger(rental_id: uuid.UUID) -> dict[str, Decimal]:
 
 
 def accrual(rental_id: uuid.UUID) -> RentalAccrual | None:
-    """The rental's running bill (None before its first billing run)."""
+    """The rental's posted bill (None before its first posting)."""
     with session_scope() as session:
         return session.get(RentalAccrual, rental_id)
 

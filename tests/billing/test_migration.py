@@ -1,5 +1,9 @@
-"""The per-second migration on a database filled by per-minute billing: no balance moves, every
-invariant holds, and billing goes on from the old watermarks without charging a second twice."""
+"""The billing migrations on databases filled by the code before them: no balance moves, every
+invariant holds, and billing goes on from the old watermarks without charging a second twice.
+
+0008 (per-second billing) on a database filled by per-minute billing; 0015 (derived balances) on
+one filled by the per-second billing run of revision 0013 (tests/billing/old_billing_0013.py).
+"""
 
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, text
 from sqlalchemy.orm import Session
 
-from app.billing import audit, service
+from app.billing import accrued, audit, service
 from app.billing.rules import amount_for_minutes, amount_for_seconds, fee_for
 from app.db import utcnow
 from tests.conftest import PG_BASE, SLOT
@@ -42,15 +46,24 @@ def _alembic(*args: str) -> None:
 
 
 @pytest.fixture
-def old_database():
-    """A database at the revision before per-second billing."""
-    admin_execute(DB_NAME, f'DROP DATABASE IF EXISTS "{DB_NAME}"', f'CREATE DATABASE "{DB_NAME}"')
-    previous = ScriptDirectory.from_config(Config(str(ROOT / "alembic.ini"))).get_revision(REVISION)
-    assert previous is not None
-    _alembic("upgrade", str(previous.down_revision))
-    engine = create_engine(URL)
-    yield engine
-    engine.dispose()
+def database_before():
+    """database_before(revision) -> engine: a database at the revision before `revision`."""
+    engines = []
+
+    def _make(revision: str):
+        admin_execute(
+            DB_NAME, f'DROP DATABASE IF EXISTS "{DB_NAME}"', f'CREATE DATABASE "{DB_NAME}"'
+        )
+        script = ScriptDirectory.from_config(Config(str(ROOT / "alembic.ini")))
+        previous = script.get_revision(revision)
+        assert previous is not None
+        _alembic("upgrade", str(previous.down_revision))
+        engines.append(create_engine(URL))
+        return engines[-1]
+
+    yield _make
+    for engine in engines:
+        engine.dispose()
     admin_execute(DB_NAME, f'DROP DATABASE IF EXISTS "{DB_NAME}"')
 
 
@@ -130,8 +143,9 @@ def _old_charges(conn, rental, renter, host, platform, price, cuts, start, balan
 
 
 def test_the_migration_keeps_every_balance_and_billing_goes_on_from_the_old_watermark(
-    old_database, settings
+    database_before, settings
 ):
+    old_database = database_before(REVISION)
     start = (utcnow() - timedelta(hours=2)).replace(microsecond=0)
     price = D("1.2345")
     with old_database.begin() as conn:
@@ -193,8 +207,6 @@ def test_the_migration_keeps_every_balance_and_billing_goes_on_from_the_old_wate
         assert session.execute(text("SELECT count(*) FROM transactions")).scalar_one() == (
             lines_before
         )
-        report = audit.check_invariants(session)
-        assert report["ok"], report["differences"]
         accruals = {
             row.rental_id: row
             for row in session.execute(text("SELECT * FROM rental_accruals")).mappings()
@@ -203,14 +215,28 @@ def test_the_migration_keeps_every_balance_and_billing_goes_on_from_the_old_wate
         short = accruals[rentals[2]]
         assert (short["billed_amount"], short["posted_amount"]) == (D("0.03"), D("0.03"))
         assert short["waived_amount"] == amount_for_minutes(price, 20) - D("0.03")
+        assert accruals[rentals[0]]["posted_until"] == start + timedelta(hours=1)
 
-        # The old tick billed the 61st minute ahead; the new one charges from there on.
+    # Today's code runs on today's schema: the later revisions go on from there.
+    _alembic("upgrade", "head")
+    with Session(bind=old_database) as session:
+        assert dict(session.execute(text("SELECT id, balance FROM users")).all()) == before
+        report = audit.check_invariants(session)
+        assert report["ok"], report["differences"]
+
+        # The old tick billed the 61st minute ahead; billing goes on from there.
         now = start + timedelta(minutes=60, seconds=10)
         run = service.bill_active_rentals(session, now=now, settings=settings)
         session.commit()
         assert run.charged == 0  # 3610 seconds are inside the 61 minutes already paid
+        assert accrued.balance_of(session, renters[0], now=now) == D(50) - paid_active
+        later = start + timedelta(minutes=75, seconds=4)
+        assert accrued.balance_of(session, renters[0], now=later) == D(50) - amount_for_seconds(
+            price, 75 * 60 + 4
+        )
+        # The next hour mark posts the seconds since the old watermark.
         run = service.bill_active_rentals(
-            session, now=start + timedelta(minutes=75, seconds=4), settings=settings
+            session, now=start + timedelta(hours=2, seconds=5), settings=settings
         )
         session.commit()
         assert run.charged == 1
@@ -221,11 +247,187 @@ def test_the_migration_keeps_every_balance_and_billing_goes_on_from_the_old_wate
             .mappings()
             .one()
         )
-        assert active["billed_seconds"] == 75 * 60 + 4
-        assert active["billed_amount"] == amount_for_seconds(price, 75 * 60 + 4)
+        assert active["billed_seconds"] == 2 * 3600 + 5
+        assert active["billed_amount"] == amount_for_seconds(price, 2 * 3600 + 5)
         renter_balance = session.execute(
             text("SELECT balance FROM users WHERE id = :u"), {"u": renters[0]}
         ).scalar_one()
-        assert renter_balance == D(50) - amount_for_seconds(price, 75 * 60 + 4)
+        assert renter_balance == D(50) - amount_for_seconds(price, 2 * 3600 + 5)
         report = audit.check_invariants(session)
         assert report["ok"], report["differences"]
+
+
+DERIVED = "0015"
+NODE_SPECS = (
+    '{"gpu_model": "RTX 4090", "gpu_count": 1, "gpu_vram_gb": 24, "tflops": 82.6, '
+    '"cpu_cores": 16, "ram_gb": 64, "disk_gb": 1000}'
+)
+
+
+def _node(conn, owner, *, status: str = "busy", last_seen=None) -> uuid.UUID:
+    return conn.execute(
+        text(
+            "INSERT INTO host_nodes (id, owner_id, name, specs, pricing, location, status, "
+            "last_seen_at) VALUES (gen_random_uuid(), :o, 'old', CAST(:specs AS jsonb), "
+            '\'{"hourly_rate": "1"}\', \'{"country": "US"}\', CAST(:s AS node_status), '
+            "COALESCE(:seen, now())) RETURNING id"
+        ),
+        {"o": owner, "specs": NODE_SPECS, "s": status, "seen": last_seen},
+    ).scalar_one()
+
+
+def _rental(conn, renter, node, price, start) -> uuid.UUID:
+    return conn.execute(
+        text(
+            "INSERT INTO rentals (id, renter_id, node_id, status, image, cost_per_hour, "
+            "start_time) VALUES (gen_random_uuid(), :u, :n, 'active', 'busybox', :p, :st) "
+            "RETURNING id"
+        ),
+        {"u": renter, "n": node, "p": D(price), "st": start},
+    ).scalar_one()
+
+
+def _balances(conn) -> dict:
+    return dict(conn.execute(text("SELECT id, balance FROM users")).all())
+
+
+def _usage(conn, rental_id) -> D:
+    return conn.execute(
+        text(
+            "SELECT COALESCE(SUM(amount), 0) FROM transactions "
+            "WHERE rental_id = :r AND kind = 'usage'"
+        ),
+        {"r": rental_id},
+    ).scalar_one()
+
+
+def test_the_derived_balances_migration_posts_what_was_billed_and_moves_no_balance(
+    database_before, settings
+):
+    import app.models  # noqa: F401  (every table, for the ORM's foreign keys)
+    from app.enums import RentalStatus
+    from app.rentals.models import Rental
+    from tests.billing.old_billing_0013 import old_run
+
+    engine = database_before(DERIVED)
+    fee_percent = settings.platform_fee_percent
+    start = (utcnow() - timedelta(hours=3)).replace(microsecond=0)
+    t1 = start + timedelta(hours=1, seconds=10)
+    t2 = start + timedelta(hours=1, minutes=40)
+    with engine.begin() as conn:
+        _user(conn, "system:platform")
+        host = _user(conn, "old_host")
+        rich, poor, quitter, stranded = (_user(conn, f"old_renter_{i}") for i in range(4))
+        for renter, amount in ((rich, "50"), (poor, "0.05"), (quitter, "50"), (stranded, "50")):
+            _line(conn, renter, D(amount), "credit", "topup")
+        running = _rental(conn, rich, _node(conn, host), "1.2345", start)
+        short = _rental(conn, poor, _node(conn, host), "6", start + timedelta(hours=1))
+        ended = _rental(conn, quitter, _node(conn, host), "2.5", start)
+        offline = _node(conn, host, status="offline", last_seen=start + timedelta(minutes=20))
+        stalled = _rental(conn, stranded, offline, "3.3", start)
+
+    # The old code at work: a tick that posts the first hours, one rental ended and settled as the
+    # old rentals domain did, then a tick that leaves 40 minutes billed and not posted.
+    with engine.begin() as conn:
+        old_run(conn, until=t1, fee_percent=fee_percent)
+    end = start + timedelta(hours=1, minutes=20)
+    with engine.begin() as conn:
+        conn.execute(
+            text("UPDATE rentals SET status = 'completed', end_time = :e WHERE id = :r"),
+            {"e": end, "r": ended},
+        )
+        old_run(conn, until=end, final=True, rental_id=ended, fee_percent=fee_percent)
+        conn.execute(
+            text(
+                "UPDATE rentals r SET billed_amount = a.billed_amount, billed_minutes = "
+                "CEIL(a.billed_seconds / 60.0) FROM rental_accruals a "
+                "WHERE a.rental_id = r.id AND r.id = :r"
+            ),
+            {"r": ended},
+        )
+    with engine.begin() as conn:
+        old_run(conn, until=t2, fee_percent=fee_percent)
+        before = _balances(conn)
+        lines_before = conn.execute(text("SELECT count(*) FROM transactions")).scalar_one()
+        unposted = dict(
+            conn.execute(
+                text(
+                    "SELECT rental_id, billed_amount - posted_amount FROM rental_accruals "
+                    "WHERE billed_amount <> posted_amount"
+                )
+            ).all()
+        )
+    # What the old code left: the running rental's 40 minutes and the short renter's 0.05 billed
+    # and not posted (balances moved already); the rest posted.
+    assert set(unposted) == {running, short}
+    assert unposted[short] == D("0.05")
+
+    _alembic("upgrade", DERIVED)
+    with Session(bind=engine) as session:
+        assert _balances(session.connection()) == before
+        # The unposted shares are posted: three lines each, which the balances already held.
+        lines = session.execute(text("SELECT count(*) FROM transactions")).scalar_one()
+        assert lines == lines_before + 6
+        columns = {
+            row[0]
+            for row in session.execute(
+                text(
+                    "SELECT column_name FROM information_schema.columns "
+                    "WHERE table_name = 'rental_accruals'"
+                )
+            )
+        }
+        assert not any(c.startswith("posted_") and c != "posted_until" for c in columns)
+        assert session.execute(text("SELECT ticked_until FROM billing_watermark")).scalar() == t2
+        report = audit.check_invariants(session)
+        assert report["ok"], report["differences"]
+        # At the old code's last tick, every balance seen is the old balance exactly.
+        seen = accrued.balances(session, before, now=t2)
+        assert seen == {user_id: D(balance) for user_id, balance in before.items()}
+        assert _usage(session.connection(), running) == amount_for_seconds(D("1.2345"), 6000)
+
+    # Down and up again: the old running totals are the posted figures; nothing moves.
+    _alembic("downgrade", "0013")
+    with engine.connect() as conn:
+        assert _balances(conn) == before
+        assert (
+            conn.execute(
+                text(
+                    "SELECT count(*) FROM rental_accruals WHERE posted_amount <> billed_amount "
+                    "OR posted_seconds <> billed_seconds OR posted_fee <> billed_fee"
+                )
+            ).scalar_one()
+            == 0
+        )
+    _alembic("upgrade", DERIVED)
+
+    # Billing goes on: the running rental's next hour mark posts the seconds since; the short
+    # renter owes more than it has (waived, and stopped); everything ends and is exact.
+    with Session(bind=engine) as session:
+        mark = start + timedelta(hours=2, seconds=5)
+        run = service.bill_active_rentals(session, now=mark, settings=settings)
+        session.commit()
+        assert run.to_stop == [short]
+        assert _usage(session.connection(), running) == amount_for_seconds(D("1.2345"), 7205)
+        for rental_id in (running, short, stalled):
+            rental = session.get_one(Rental, rental_id)
+            rental.status, rental.end_time = RentalStatus.COMPLETED, mark
+            service.settle_rental(session, rental, mark)
+        session.commit()
+        connection = session.connection()
+        assert _usage(connection, running) == amount_for_seconds(D("1.2345"), 7205)
+        assert _usage(connection, short) == D("0.05")
+        assert _usage(connection, ended) == amount_for_seconds(D("2.5"), 4800)
+        assert _usage(connection, stalled) == amount_for_seconds(D("3.3"), 1200)
+        waived = session.execute(
+            text("SELECT billed_amount + waived_amount FROM rental_accruals WHERE rental_id = :r"),
+            {"r": short},
+        ).scalar_one()
+        assert waived == amount_for_seconds(D("6"), 3605)
+        fees = session.execute(
+            text("SELECT rental_id, billed_amount, billed_fee FROM rental_accruals")
+        ).all()
+        assert all(fee == fee_for(amount, fee_percent) for _, amount, fee in fees)
+        report = audit.check_invariants(session)
+        assert report["ok"], report["differences"]
+        assert report["totals"]["unposted_usage"] == "0.0000"

@@ -14,7 +14,7 @@ from sqlalchemy import select, text
 from app.auth.models import User
 from app.billing import payouts
 from app.billing.models import PAYOUTS_PAID_CLERK_ID, PAYOUTS_PENDING_CLERK_ID, Transaction
-from app.db import session_scope
+from app.db import session_scope, utcnow
 from app.errors import Conflict
 from tests.billing.factory import balance_of, make_party
 
@@ -154,16 +154,40 @@ def test_recent_earnings_are_held_until_the_hold_period_has_passed(
     assert invariants()["ok"], invariants()["differences"]
 
 
-def test_billed_earnings_that_are_not_posted_yet_are_held(make_user, t0, tick, settings):
+def test_earnings_that_are_not_posted_yet_are_neither_in_the_balance_nor_available(
+    make_user, t0, tick, settings
+):
     host = make_user()
     _earn(host.id, t0, tick)
     _age_earnings(host.id, 8)
-    tick(t0 + timedelta(hours=1, minutes=30))  # half an hour billed, not posted
-    assert balance_of(host.id) == D("48.6000")
+    tick(t0 + timedelta(hours=1, minutes=30))  # half an hour accrued, not posted
+    assert balance_of(host.id, t0 + timedelta(hours=1, minutes=30)) == D("32.4000")
     with session_scope() as session:
         user = session.get_one(User, host.id)
         available = payouts.available_for_payout(session, user=user, settings=settings)
     assert available == D("32.4000")
+    tick(t0 + timedelta(hours=2))  # posted: earned, and held for the hold period
+    assert balance_of(host.id) == D("64.8000")
+    with session_scope() as session:
+        user = session.get_one(User, host.id)
+        available = payouts.available_for_payout(session, user=user, settings=settings)
+    assert available == D("32.4000")
+
+
+def test_what_a_host_owes_as_a_renter_is_not_available(make_user, t0, settings):
+    free = replace(settings, payout_hold_days=0)
+    host = make_user(balance="10")
+    with session_scope() as session:
+        make_party(session, renter=session.get_one(User, host.id), price="6", start=t0)
+        user = session.get_one(User, host.id)
+        at = t0 + timedelta(minutes=30)  # 3.00 owed, not posted
+        assert payouts.available_for_payout(session, user=user, settings=free, now=at) == D(7)
+        with pytest.raises(Conflict):
+            payouts.request_payout(
+                session, user_id=host.id, amount=D("7.0001"), settings=free, now=at
+            )
+        payouts.request_payout(session, user_id=host.id, amount=D(7), settings=free, now=at)
+    assert balance_of(host.id, t0 + timedelta(minutes=30)) == D(0)
 
 
 def test_a_payout_above_the_available_balance_is_refused_and_writes_nothing(
@@ -228,11 +252,13 @@ def test_concurrent_payout_requests_never_overdraw(make_user, settings, invarian
 def test_payouts_and_billing_ticks_running_together_keep_every_invariant(
     make_user, t0, tick, settings, invariants
 ):
-    # The host also rents: its balance falls with every tick while it asks for payouts.
+    # The host also rents: its balance falls every second while it asks for payouts, and the
+    # ticks post its rental's hours.
     free = replace(settings, payout_hold_days=0)
     host = make_user(balance="40")
+    start = utcnow() - timedelta(minutes=1)
     with session_scope() as session:
-        make_party(session, renter=session.get_one(User, host.id), price="60", start=t0)
+        make_party(session, renter=session.get_one(User, host.id), price="60", start=start)
     stop = threading.Event()
     errors: list[BaseException] = []
 
@@ -241,7 +267,7 @@ def test_payouts_and_billing_ticks_running_together_keep_every_invariant(
         while not stop.is_set() and minute < 200:
             minute += 1
             try:
-                tick(t0 + timedelta(minutes=minute))
+                tick(start + timedelta(minutes=minute))
             except BaseException as exc:
                 errors.append(exc)
 

@@ -162,13 +162,19 @@ def test_the_invariants_report_is_clean_after_billing_and_names_a_tampered_balan
     client, admin, user, tick, t0
 ):
     party = create_party(price="6", start=t0)
-    tick(t0 + timedelta(minutes=90))  # the first hour is posted with all 90 minutes
-    tick(t0 + timedelta(minutes=100))  # ten more minutes, not posted yet
+    with session_scope() as session:
+        session.execute(
+            text("UPDATE rentals SET stop_requested_at = :at WHERE id = :r"),
+            {"at": t0 + timedelta(minutes=70), "r": party.rental_id},
+        )
+    tick(t0 + timedelta(hours=1, seconds=30))  # the first hour is posted, with 30 seconds
     report = client.get("/api/v1/billing/invariants", headers=admin.headers)
     assert report.status_code == 200
     assert report.json["ok"] is True, report.json
-    assert Decimal(report.json["totals"]["usage"]) == Decimal("9")
-    assert Decimal(report.json["totals"]["unposted_usage"]) == Decimal("1")
+    assert Decimal(report.json["totals"]["usage"]) == Decimal("6.05")
+    # Owed since, until the stop request: 70 minutes cost 7.
+    assert Decimal(report.json["totals"]["unposted_usage"]) == Decimal("0.95")
+    assert Decimal(report.json["totals"]["uncovered_usage"]) == 0
     with session_scope() as session:
         session.execute(
             text("UPDATE users SET balance = balance + 0.0001 WHERE id = :u"),
@@ -184,7 +190,7 @@ def test_the_invariants_report_is_clean_after_billing_and_names_a_tampered_balan
 def test_the_billing_check_command_exits_nonzero_on_a_difference(app, tick, t0):
     runner = app.test_cli_runner()
     party = create_party(price="6", start=t0)
-    tick(t0 + timedelta(minutes=65))
+    tick(t0 + timedelta(hours=1, seconds=5))
     assert runner.invoke(args=["billing-check"]).exit_code == 0
     with session_scope() as session:
         session.execute(
@@ -197,3 +203,41 @@ def test_the_billing_check_command_exits_nonzero_on_a_difference(app, tick, t0):
     result = runner.invoke(args=["billing-check"])
     assert result.exit_code == 1
     assert "accrual_matches_lines" in result.output
+
+
+def test_every_reader_sees_the_balance_less_what_the_running_rentals_owe(
+    client, user, admin, settings
+):
+    from app.auth.models import User
+    from app.billing.payouts import available_for_payout
+    from app.db import utcnow
+    from app.errors import PaymentRequired
+    from app.rentals.service import _check_balance
+    from tests.billing.factory import make_party
+
+    body = {"user_id": str(user.id), "amount": "10", "reference": "pay_derived"}
+    assert client.post(CREDITS, json=body, headers=admin.headers).status_code == 201
+    start = utcnow().replace(microsecond=0) - timedelta(minutes=20)
+    with session_scope() as session:
+        renter = session.get_one(User, user.id)
+        party = make_party(session, price="6", renter=renter, start=start)
+        # Asked to stop after ten minutes: the clock stands at 1.0000 owed, whenever we look.
+        session.execute(
+            text("UPDATE rentals SET stop_requested_at = :at WHERE id = :r"),
+            {"at": start + timedelta(minutes=10), "r": party.rental_id},
+        )
+    balance = client.get("/api/v1/billing/balance", headers=user.headers).json
+    assert balance == {"balance": "9.0000"}
+    assert client.get("/api/v1/me", headers=user.headers).json["balance"] == "9.0000"
+    rental = client.get(f"/api/v1/rentals/{party.rental_id}", headers=user.headers).json["rental"]
+    assert (rental["cost_so_far"], rental["credit_minutes_left"]) == ("1.0000", 90)
+    listed = client.get("/api/v1/rentals", headers=user.headers).json["items"]
+    assert [(r["cost_so_far"], r["credit_minutes_left"]) for r in listed] == [("1.0000", 90)]
+    with session_scope() as session:
+        renter = session.get_one(User, user.id)
+        assert renter.balance == Decimal(10)  # posted: nothing is written until a posting
+        assert available_for_payout(session, user=renter, settings=settings) == Decimal(9)
+        # Renting another node at 3.5000 needs an hour of both: 9.5000 > 9.0000.
+        _check_balance(session, renter=renter, price=Decimal("3"), minutes=60)
+        with pytest.raises(PaymentRequired, match=r"Your balance of 9\.0000"):
+            _check_balance(session, renter=renter, price=Decimal("3.5"), minutes=60)

@@ -12,6 +12,7 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from sqlalchemy import text
 
+from app.billing import service
 from app.billing.rules import (
     amount_for_minutes,
     amount_for_seconds,
@@ -23,7 +24,7 @@ from app.db import session_scope
 from app.enums import RentalStatus
 from app.money import quantize
 from app.rentals.models import Rental
-from tests.billing.factory import accrual, balance_of, create_party
+from tests.billing.factory import accrual, balance_of, cost_at, create_party
 
 D = Decimal
 prices = st.decimals(min_value=D("0.0001"), max_value=D("999.9999"), places=4)
@@ -73,8 +74,18 @@ def test_the_database_rounds_like_the_one_python_rule(app, price, seconds):
 def test_ticks_at_any_moments_bill_exactly_the_whole_seconds(tick, t0, price, ticks):
     party = create_party(price=price, balance="1000000", start=t0)
     for ms in sorted(ticks):
-        tick(t0 + timedelta(milliseconds=ms))
+        at = t0 + timedelta(milliseconds=ms)
+        tick(at)
+        assert cost_at(party, at) == amount_for_seconds(price, ms // 1000)
+        row = accrual(party.rental_id)
+        if row is not None:  # posted at an hour mark: exact up to that tick's second
+            assert row.billed_amount == amount_for_seconds(price, row.billed_seconds)
+            assert row.billed_seconds <= ms // 1000
     seconds = max(ticks) // 1000
+    with session_scope() as session:
+        rental = session.get_one(Rental, party.rental_id)
+        rental.status = RentalStatus.COMPLETED
+        service.settle_rental(session, rental, t0 + timedelta(milliseconds=max(ticks)))
     row = accrual(party.rental_id)
     assert row.billed_seconds == seconds
     assert row.billed_amount == amount_for_seconds(price, seconds)
@@ -94,41 +105,30 @@ def test_credit_minutes_left_of_an_empty_balance_or_a_free_price():
     assert credit_minutes_left(D("5"), D("0")) is None
 
 
-def test_cost_so_far_adds_the_whole_seconds_not_yet_billed(t0):
-    rental = Rental(
-        status=RentalStatus.ACTIVE,
-        cost_per_hour=D("6"),
-        start_time=t0,
-        billed_minutes=2,
-        billed_amount=D("0.2"),
-    )
-    assert cost_so_far(rental, t0 + timedelta(minutes=2, seconds=1)) == D("0.2017")
-    assert cost_so_far(rental, t0 + timedelta(minutes=1)) == D("0.2")
+def test_cost_so_far_adds_the_whole_seconds_not_yet_posted(t0):
+    party = create_party(price="6", start=t0)
+    assert cost_at(party, t0 + timedelta(minutes=2, seconds=1)) == D("0.2017")
+    assert cost_at(party, t0 + timedelta(minutes=1)) == D("0.1")
 
 
-def test_cost_so_far_between_ticks_is_the_running_total_plus_the_seconds_since(tick, t0):
+def test_cost_so_far_between_postings_is_the_posted_bill_plus_the_seconds_since(tick, t0):
     party = create_party(price="6", balance="100", start=t0)
-    tick(t0 + timedelta(minutes=5))
-    with session_scope() as session:
-        rental = session.get_one(Rental, party.rental_id)
-        between = cost_so_far(rental, t0 + timedelta(minutes=5, seconds=30, microseconds=9))
-        at_tick = cost_so_far(rental, t0 + timedelta(minutes=5))
-    assert between == amount_for_seconds(D("6"), 330) == D("0.55")
-    assert at_tick == D("100") - balance_of(party.renter_id) == D("0.5")
-    tick(t0 + timedelta(minutes=5, seconds=30))
-    assert accrual(party.rental_id).billed_amount == between
+    tick(t0 + timedelta(hours=1, seconds=10))
+    assert accrual(party.rental_id).billed_amount == D("6.0167")  # 3610 seconds posted
+    at = t0 + timedelta(hours=1, seconds=30, microseconds=9)
+    between = cost_at(party, at)
+    assert between == amount_for_seconds(D("6"), 3630) == D("6.05")
+    assert D("100") - balance_of(party.renter_id, at) == between
+    # A moment before the posting, the posted seconds are not taken back.
+    assert cost_at(party, t0 + timedelta(minutes=5)) == D("6.0167")
 
 
 def test_cost_so_far_stops_growing_once_a_stop_is_requested(t0):
-    rental = Rental(
-        status=RentalStatus.ACTIVE,
-        cost_per_hour=D("6"),
-        start_time=t0,
-        billed_minutes=2,
-        billed_amount=D("0.2"),
-        stop_requested_at=t0 + timedelta(minutes=2, seconds=30),
-    )
-    assert cost_so_far(rental, t0 + timedelta(minutes=3, seconds=30)) == D("0.25")
+    party = create_party(price="6", start=t0)
+    with session_scope() as session:
+        rental = session.get_one(Rental, party.rental_id)
+        rental.stop_requested_at = t0 + timedelta(minutes=2, seconds=30)
+    assert cost_at(party, t0 + timedelta(minutes=3, seconds=30)) == D("0.25")
 
 
 def test_cost_so_far_of_an_ended_rental_is_what_was_billed(t0):
@@ -141,3 +141,8 @@ def test_cost_so_far_of_an_ended_rental_is_what_was_billed(t0):
         billed_amount=D("0.7"),
     )
     assert cost_so_far(rental, t0 + timedelta(days=3)) == D("0.7")
+
+
+def test_a_pending_rental_has_cost_nothing(t0):
+    rental = Rental(status=RentalStatus.PENDING, cost_per_hour=D("6"))
+    assert cost_so_far(rental, t0) == D("0")

@@ -1,4 +1,4 @@
-"""The billing tick: per-second running totals, hourly postings, no double charge, running out,
+"""The billing tick: balances derived per second, hourly postings, no double charge, running out,
 offline time, stop requests and the final settlement."""
 
 from __future__ import annotations
@@ -22,9 +22,11 @@ from tests.billing.factory import (
     accrual,
     balance_of,
     billed_seconds,
+    cost_at,
     create_party,
     ledger,
     line_count,
+    posted_balance_of,
     queued_stops,
     rental_row,
 )
@@ -32,20 +34,22 @@ from tests.billing.factory import (
 D = Decimal
 
 
-def test_a_tick_charges_the_whole_active_seconds_and_moves_every_balance_at_once(
-    tick, t0, invariants
-):
+def test_a_renters_balance_falls_every_second_while_a_tick_writes_nothing(tick, t0, invariants):
     party = create_party(price="1.2345", balance="10", start=t0)
-    run = tick(t0 + timedelta(minutes=2, seconds=1, microseconds=500_000))
-    assert (run.written, run.charged, run.lines) == (1, 1, 0)
+    at = t0 + timedelta(minutes=2, seconds=1, microseconds=500_000)
+    run = tick(at)
+    assert (run.written, run.charged, run.lines, run.balances) == (0, 0, 0, 0)
+    assert run.rows_written == 1  # the tick's watermark
     due = amount_for_seconds(D("1.2345"), 121)  # the half second is free
     assert due == D("0.0415")
-    fee = D("0.0042")  # 10 % of 0.0415, rounded half up
-    assert balance_of(party.renter_id) == D("10") - due
-    assert balance_of(party.host_id) == due - fee
-    row = accrual(party.rental_id)
-    assert (row.billed_seconds, row.billed_amount, row.billed_fee) == (121, due, fee)
-    assert (row.posted_amount, row.postings) == (0, 0)  # posted when the hour has passed
+    assert balance_of(party.renter_id, at) == D("10") - due
+    assert cost_at(party, at) == due
+    # Between ticks too: the balance is the clock, not the last tick.
+    assert balance_of(party.renter_id, t0 + timedelta(seconds=61)) == D(10) - D("0.0209")
+    # Nothing is posted before the rental's first hour mark: the accounts hold the ledger.
+    assert posted_balance_of(party.renter_id) == D("10")
+    assert balance_of(party.host_id, at) == 0  # earnings count once posted
+    assert accrual(party.rental_id) is None
     assert line_count(party.rental_id) == 0
     report = invariants()
     assert report["ok"], report["differences"]
@@ -53,79 +57,99 @@ def test_a_tick_charges_the_whole_active_seconds_and_moves_every_balance_at_once
 
 def test_a_second_is_billed_once_it_has_fully_passed(tick, t0):
     party = create_party(price="6", start=t0)
-    tick(t0 + timedelta(microseconds=999_999))
-    assert billed_seconds(party.rental_id) == 0
-    tick(t0 + timedelta(seconds=1))
-    assert billed_seconds(party.rental_id) == 1
-    tick(t0 + timedelta(seconds=61, microseconds=1))
-    assert billed_seconds(party.rental_id) == 61
+    assert cost_at(party, t0 + timedelta(microseconds=999_999)) == 0
+    assert cost_at(party, t0 + timedelta(seconds=1)) == D("0.0017")
+    assert cost_at(party, t0 + timedelta(seconds=61, microseconds=1)) == D("0.1017")
+    tick(t0 + timedelta(hours=1, microseconds=999_999))
+    assert billed_seconds(party.rental_id) == 3600
+    assert ledger(party.rental_id)["usage"] == D(6)
 
 
 def test_an_hour_of_the_rental_is_posted_as_three_exact_ledger_lines(tick, t0, invariants):
     party = create_party(price="2.7183", start=t0)
     for minute in range(1, 60):
-        tick(t0 + timedelta(minutes=minute, seconds=7))
+        assert tick(t0 + timedelta(minutes=minute, seconds=7)).rows_written == 1
     assert line_count(party.rental_id) == 0
     run = tick(t0 + timedelta(hours=1, seconds=7))
-    assert (run.postings, run.lines) == (1, 3)
+    assert (run.postings, run.lines, run.written) == (1, 3, 1)
     due = amount_for_seconds(D("2.7183"), 3607)
     fee = fee_for(due, D(10))
     assert ledger(party.rental_id) == {"usage": due, "earning": due - fee, "fee": fee}
+    assert posted_balance_of(party.renter_id) == D(100) - due
+    assert posted_balance_of(party.host_id) == due - fee
     row = accrual(party.rental_id)
-    assert (row.posted_seconds, row.posted_amount, row.posted_fee) == (3607, due, fee)
+    assert (row.billed_seconds, row.billed_amount, row.billed_fee) == (3607, due, fee)
     assert (row.postings, row.posted_until) == (1, t0 + timedelta(hours=1))
     assert invariants()["ok"]
 
 
-def test_ticks_every_minute_write_one_row_per_rental_and_three_lines_per_rental_hour(tick, t0):
-    parties = [create_party(price=f"{1 + i}.0001", start=t0) for i in range(3)]
-    written = []
-    for minute in range(1, 121):
+def test_ticks_every_minute_write_only_the_postings_of_the_rentals_whose_hour_has_passed(tick, t0):
+    parties = [
+        create_party(price=f"{1 + i}.0001", start=t0 + timedelta(minutes=20 * i)) for i in range(3)
+    ]
+    written, rows = [], []
+    for minute in range(1, 181):
         run = tick(t0 + timedelta(minutes=minute, seconds=30))
         written.append(run.written)
-    assert set(written) == {3}
-    assert sum(line_count(p.rental_id) for p in parties) == 3 * 2 * 3  # 2 hours, 3 lines each
-    for party in parties:
-        assert accrual(party.rental_id).postings == 2
-        assert ledger(party.rental_id)["usage"] == amount_for_seconds(party.cost_per_hour, 7230)
+        rows.append(run.rows_written)
+    # Each rental posts once an hour, at the tick after its own hour mark: 60, 80, 100, 120...
+    posted_at = {m for m, w in enumerate(written, start=1) if w}
+    assert posted_at == {60, 80, 100, 120, 140, 160, 180}
+    assert set(written) == {0, 1}
+    # A tick writes its watermark, and a posting its accrual row, three lines and three balances.
+    assert {r for r, w in zip(rows, written, strict=True) if not w} == {1}
+    assert {r for r, w in zip(rows, written, strict=True) if w} == {8}
+    for i, party in enumerate(parties):
+        hours = 3 - i if i < 2 else 2
+        assert accrual(party.rental_id).postings == hours
+        assert line_count(party.rental_id) == 3 * hours
+        seconds = 3600 * hours + 30  # each posting bills up to its tick
+        assert ledger(party.rental_id)["usage"] == amount_for_seconds(party.cost_per_hour, seconds)
 
 
 def test_the_same_tick_run_twice_charges_once(tick, t0, invariants):
     party = create_party(price="3.3333", start=t0)
-    now = t0 + timedelta(hours=1, minutes=7, seconds=30)
+    now = t0 + timedelta(hours=1, seconds=30)
     first = tick(now)
     second = tick(now)
     assert (first.written, first.postings) == (1, 1)
     assert (second.written, second.charged, second.lines) == (0, 0, 0)
-    assert ledger(party.rental_id)["usage"] == amount_for_seconds(D("3.3333"), 4050)
+    assert ledger(party.rental_id)["usage"] == amount_for_seconds(D("3.3333"), 3630)
     assert line_count(party.rental_id) == 3
     assert invariants()["ok"]
 
 
-def test_a_missed_tick_is_caught_up_by_the_next_one(tick, t0):
+def test_a_missed_hour_mark_waits_for_the_next_one_while_the_balance_never_waits(tick, t0):
     party = create_party(price="2.5", start=t0)
     tick(t0 + timedelta(minutes=1))
-    tick(t0 + timedelta(hours=3, minutes=45, seconds=10))  # three hours of ticks missed
+    late = t0 + timedelta(hours=3, minutes=45, seconds=10)  # three hours of ticks missed
+    run = tick(late)
+    assert run.written == 0  # no backlog lands on one tick
+    assert balance_of(party.renter_id, late) == D(100) - amount_for_seconds(D("2.5"), 13510)
+    run = tick(t0 + timedelta(hours=4, seconds=20))
+    assert run.postings == 1  # one posting for all the hours missed
     row = accrual(party.rental_id)
-    assert row.billed_seconds == 13510
-    assert row.postings == 1  # one posting for the hours it catches up
-    assert row.posted_until == t0 + timedelta(hours=3)
-    assert ledger(party.rental_id)["usage"] == amount_for_seconds(D("2.5"), 13510)
+    assert (row.billed_seconds, row.postings) == (14420, 1)
+    assert row.posted_until == t0 + timedelta(hours=4)
+    assert ledger(party.rental_id)["usage"] == amount_for_seconds(D("2.5"), 14420)
 
 
 def test_a_tick_earlier_than_the_watermark_charges_nothing(tick, t0):
     party = create_party(price="2.5", start=t0)
-    tick(t0 + timedelta(minutes=10))
+    tick(t0 + timedelta(hours=1, seconds=10))
     run = tick(t0 + timedelta(minutes=3))  # a late, redelivered message with an older clock
     assert (run.written, run.charged) == (0, 0)
-    assert billed_seconds(party.rental_id) == 600
+    assert billed_seconds(party.rental_id) == 3610
+    assert balance_of(party.renter_id, t0 + timedelta(minutes=3)) == D(100) - D("2.5069")
+    with session_scope() as session:
+        assert service.unbilled_since(session) == t0 + timedelta(hours=1, seconds=10)
 
 
 def test_two_ticks_at_once_charge_each_second_once(settings, t0, invariants):
     parties = [create_party(price="1.7777", start=t0) for _ in range(30)]
     barrier = threading.Barrier(2)
     errors: list[BaseException] = []
-    now = t0 + timedelta(minutes=90, seconds=5)
+    now = t0 + timedelta(minutes=60, seconds=5)
 
     def worker() -> None:
         try:
@@ -142,18 +166,18 @@ def test_two_ticks_at_once_charge_each_second_once(settings, t0, invariants):
         thread.join(30)
     assert not errors
     for party in parties:
-        assert ledger(party.rental_id)["usage"] == amount_for_seconds(D("1.7777"), 5405)
+        assert ledger(party.rental_id)["usage"] == amount_for_seconds(D("1.7777"), 3605)
         assert line_count(party.rental_id) == 3
     assert invariants()["ok"]
 
 
 def test_the_database_refuses_a_running_total_off_the_per_second_rule(tick, t0):
     party = create_party(price="6", start=t0)
-    tick(t0 + timedelta(minutes=5))
+    tick(t0 + timedelta(hours=1, minutes=1))
     for change in (
         "billed_amount = billed_amount + 0.0001",
         "billed_seconds = billed_seconds + 1",
-        "posted_amount = billed_amount + 1",
+        "waived_amount = waived_amount + 0.0001",
         "billed_fee = billed_amount + 0.0001",
     ):
         with pytest.raises(IntegrityError), session_scope() as session:
@@ -161,12 +185,12 @@ def test_the_database_refuses_a_running_total_off_the_per_second_rule(tick, t0):
                 text(f"UPDATE rental_accruals SET {change} WHERE rental_id = :r"),
                 {"r": party.rental_id},
             )
-    assert accrual(party.rental_id).billed_amount == D("0.5")
+    assert accrual(party.rental_id).billed_amount == D("6.1")
 
 
 def test_the_database_refuses_a_second_posting_with_the_same_number(tick, t0):
     party = create_party(price="6", start=t0)
-    tick(t0 + timedelta(hours=1, minutes=5))
+    tick(t0 + timedelta(hours=1, seconds=5))
     with pytest.raises(IntegrityError), session_scope() as session:
         session.execute(
             text(
@@ -183,8 +207,8 @@ def test_a_renter_who_runs_out_pays_what_the_balance_covers_and_the_rental_is_st
 ):
     from app.billing.actors import bill_active_rentals
 
-    # 6.00/h is 0.10 a minute; 0.25 pays two and a half minutes. The rental started more than an
-    # hour ago (t0 is a day back), so this tick posts too.
+    # 6.00/h is 0.10 a minute; 0.25 pays two and a half minutes. The rental started a day ago, so
+    # the balance cannot cover what it owes: the tick posts what it covers and waives the rest.
     party = create_party(price="6", balance="0.25", start=t0 - timedelta(minutes=10))
     bill_active_rentals.fn()
     assert balance_of(party.renter_id) == D("0")
@@ -199,9 +223,11 @@ def test_a_renter_who_runs_out_pays_what_the_balance_covers_and_the_rental_is_st
 
 def test_a_renter_who_cannot_pay_the_next_minute_is_stopped_with_a_positive_balance(tick, t0):
     party = create_party(price="6", balance="0.30", start=t0)
-    run = tick(t0 + timedelta(minutes=2, seconds=30))  # 150 seconds: 0.25, 0.05 left
+    at = t0 + timedelta(minutes=2, seconds=30)
+    run = tick(at)  # 150 seconds: 0.25, 0.05 left
     assert run.to_stop == [party.rental_id]
-    assert balance_of(party.renter_id) == D("0.05")
+    assert run.written == 0  # all it owes is covered: nothing to post yet
+    assert balance_of(party.renter_id, at) == D("0.05")
 
 
 def test_a_rental_already_being_stopped_is_not_asked_to_stop_again(tick, t0):
@@ -214,13 +240,16 @@ def test_a_rental_already_being_stopped_is_not_asked_to_stop_again(tick, t0):
         )
     run = tick(t0 + timedelta(minutes=3, seconds=1))
     assert run.to_stop == []
-    assert balance_of(party.renter_id) == D("0")  # the last seconds took what was left
+    assert run.written == 1  # what the balance no longer covers is fixed: waived
+    assert posted_balance_of(party.renter_id) == D("0")  # the last seconds took what was left
+    assert balance_of(party.renter_id, t0 + timedelta(minutes=3, seconds=1)) == D("0")
 
 
 def test_seconds_no_balance_covered_are_not_charged_after_a_top_up(tick, t0, invariants):
     party = create_party(price="6", balance="0.05", start=t0)
-    tick(t0 + timedelta(minutes=3))
-    assert balance_of(party.renter_id) == D("0")
+    run = tick(t0 + timedelta(minutes=3))
+    assert (run.written, run.total, run.waived) == (1, D("0.05"), D("0.25"))
+    assert balance_of(party.renter_id, t0 + timedelta(minutes=3)) == D("0")
     with session_scope() as session:
         session.execute(
             text("UPDATE users SET balance = balance + 5 WHERE id = :u"), {"u": party.renter_id}
@@ -233,11 +262,16 @@ def test_seconds_no_balance_covered_are_not_charged_after_a_top_up(tick, t0, inv
             ),
             {"u": party.renter_id},
         )
-    tick(t0 + timedelta(minutes=4))
+    at = t0 + timedelta(minutes=4)
+    tick(at)
     # The first three minutes were covered by 0.05 only; the fourth is paid in full.
+    assert cost_at(party, at) == D("0.15")
+    assert balance_of(party.renter_id, at) == D("4.9")
+    with session_scope() as session:
+        service.settle_rental(session, session.get_one(Rental, party.rental_id), at)
     row = accrual(party.rental_id)
     assert (row.billed_seconds, row.billed_amount, row.waived_amount) == (240, D("0.15"), D("0.25"))
-    assert balance_of(party.renter_id) == D("4.9")
+    assert posted_balance_of(party.renter_id) == D("4.9")
     assert invariants()["ok"]
 
 
@@ -250,12 +284,16 @@ def test_a_renters_rentals_are_paid_oldest_first_when_the_balance_runs_out(tick,
 
         renter = session.get(User, first.renter_id)
         second = make_party(session, price="6", renter=renter, start=t0 + timedelta(seconds=1))
-    run = tick(t0 + timedelta(minutes=3))
-    # 180 seconds (0.30) of the first, then what is left for the 179 seconds of the second.
-    assert accrual(first.rental_id).billed_amount == D("0.30")
+    at = t0 + timedelta(minutes=3)
+    run = tick(at)
+    # 180 seconds (0.30) of the first, then what is left for the 179 seconds of the second: that
+    # one is posted (its waived part fixed), the first still owes what the balance covers.
+    assert cost_at(first, at) == D("0.30")
+    assert accrual(first.rental_id) is None
     assert accrual(second.rental_id).billed_amount == D("0.20")
     assert accrual(second.rental_id).waived_amount == D("0.0983")
-    assert balance_of(first.renter_id) == 0
+    assert posted_balance_of(first.renter_id) == D("0.30")
+    assert balance_of(first.renter_id, at) == 0
     assert set(run.to_stop) == {first.rental_id, second.rental_id}
 
 
@@ -266,15 +304,16 @@ def test_seconds_after_the_last_heartbeat_of_an_offline_node_are_free(tick, t0, 
         node_status=NodeStatus.OFFLINE,
         last_seen_at=t0 + timedelta(minutes=4, seconds=10),
     )
-    tick(t0 + timedelta(minutes=30))
-    row = accrual(party.rental_id)
-    assert (row.billed_seconds, row.billed_amount) == (250, D("0.4167"))
+    at = t0 + timedelta(minutes=30)
+    tick(at)
+    assert cost_at(party, at) == D("0.4167")  # 250 seconds
+    assert balance_of(party.renter_id, at) == D(100) - D("0.4167")
     assert invariants()["ok"]
 
 
 def test_an_offline_spell_is_not_billed_when_the_node_comes_back(tick, t0, settings):
     party = create_party(price="6", start=t0)
-    tick(t0 + timedelta(minutes=10))
+    assert cost_at(party, t0 + timedelta(minutes=10)) == D(1)
     # The node stops at minute 12 and is flipped offline HEARTBEAT_TIMEOUT later; it is back at 40.
     gone = t0 + timedelta(minutes=12)
     with session_scope() as session:
@@ -282,17 +321,18 @@ def test_an_offline_spell_is_not_billed_when_the_node_comes_back(tick, t0, setti
         transition_node(session, node, NodeStatus.OFFLINE, reason="test")
         node.last_seen_at = gone
     _move_last_event(party.node_id, gone + timedelta(seconds=settings.heartbeat_timeout_seconds))
-    tick(t0 + timedelta(minutes=20))
-    assert billed_seconds(party.rental_id) == 720
+    assert cost_at(party, t0 + timedelta(minutes=20)) == D("1.2")  # 720 seconds
     with session_scope() as session:
         node = session.get_one(HostNode, party.node_id)
         transition_node(session, node, NodeStatus.BUSY, reason="test")
         node.last_seen_at = t0 + timedelta(minutes=40)
     _move_last_event(party.node_id, t0 + timedelta(minutes=40))
-    tick(t0 + timedelta(minutes=50))
     # 12 minutes before the spell, 10 after it: 22 minutes of the billable clock.
+    assert cost_at(party, t0 + timedelta(minutes=50)) == D("2.2")
+    # Posted at the hour mark: 12 minutes before the spell, 20 minutes and a second after it.
+    tick(t0 + timedelta(hours=1, seconds=1))
     row = accrual(party.rental_id)
-    assert (row.billed_seconds, row.billed_amount) == (1320, D("2.2"))
+    assert (row.billed_seconds, row.billed_amount) == (1921, D("3.2017"))
 
 
 def test_seconds_after_the_stop_request_are_free_while_the_agent_confirms(tick, t0, invariants):
@@ -302,8 +342,8 @@ def test_seconds_after_the_stop_request_are_free_while_the_agent_confirms(tick, 
         rental.stop_requested_at = t0 + timedelta(minutes=7, seconds=5)
     tick(t0 + timedelta(minutes=30))
     # 425 seconds had passed when the stop was asked for; nothing after it is charged.
-    row = accrual(party.rental_id)
-    assert (row.billed_seconds, row.billed_amount) == (425, D("0.7083"))
+    assert cost_at(party, t0 + timedelta(minutes=30)) == D("0.7083")
+    assert cost_at(party, t0 + timedelta(hours=5)) == D("0.7083")
     assert invariants()["ok"]
 
 
@@ -330,7 +370,7 @@ def test_settling_bills_up_to_the_last_whole_second_and_posts_everything(app, t0
         "fee": D("0.0302"),
     }
     row = accrual(party.rental_id)
-    assert (row.billed_seconds, row.posted_amount, row.postings) == (181, D("0.3017"), 1)
+    assert (row.billed_seconds, row.billed_amount, row.postings) == (181, D("0.3017"), 1)
     assert invariants()["ok"]
 
 
@@ -352,7 +392,7 @@ def test_settling_charges_what_the_balance_covers_and_never_below_zero(app, t0, 
     with session_scope() as session:
         rental = session.get_one(Rental, party.rental_id)
         service.settle_rental(session, rental, t0 + timedelta(minutes=9))
-    assert balance_of(party.renter_id) == 0
+    assert balance_of(party.renter_id) == posted_balance_of(party.renter_id) == 0
     assert ledger(party.rental_id)["usage"] == D("0.33")
     assert invariants()["ok"]
 
@@ -386,7 +426,7 @@ def test_a_rental_ended_while_a_tick_runs_is_billed_exactly_once(settings, t0, i
     from app.enums import RentalStatus
 
     parties = [create_party(price="2.2222", start=t0) for _ in range(20)]
-    end = t0 + timedelta(minutes=30, seconds=20)
+    end = t0 + timedelta(minutes=60, seconds=20)
     barrier = threading.Barrier(2)
     errors: list[BaseException] = []
 
@@ -395,7 +435,7 @@ def test_a_rental_ended_while_a_tick_runs_is_billed_exactly_once(settings, t0, i
             with session_scope() as session:
                 barrier.wait()
                 service.bill_active_rentals(
-                    session, now=end + timedelta(minutes=5), settings=settings
+                    session, now=end + timedelta(seconds=30), settings=settings
                 )
         except BaseException as exc:
             errors.append(exc)
@@ -431,7 +471,7 @@ def test_a_rental_ended_while_a_tick_runs_is_billed_exactly_once(settings, t0, i
     ended = {r.id for r in _all_rentals() if r.status == RentalStatus.COMPLETED}
     assert ended == {p.rental_id for p in parties[::2]}
     for party in parties:
-        seconds = 1820 if party.rental_id in ended else 2120
+        seconds = 3620 if party.rental_id in ended else 3650
         assert billed_seconds(party.rental_id) == seconds
         due = amount_for_seconds(D("2.2222"), seconds)
         assert accrual(party.rental_id).billed_amount == due

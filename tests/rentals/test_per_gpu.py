@@ -173,8 +173,12 @@ def test_mixed_sizes_never_overcommit_the_node(app, make_user, eight_gpu_node):
     renters = [make_user(f"user_mixed_{i}", balance="500.0000") for i in range(30)]
     responses = rent_concurrently(app, node.id, renters, sizes)
 
-    won = [(s, r.json["rental"]["id"]) for s, r in zip(sizes, responses) if r.status_code == 202]
-    lost = [s for s, r in zip(sizes, responses) if r.status_code == 409]
+    won = [
+        (s, r.json["rental"]["id"])
+        for s, r in zip(sizes, responses, strict=True)
+        if r.status_code == 202
+    ]
+    lost = [s for s, r in zip(sizes, responses, strict=True) if r.status_code == 409]
     assert len(won) + len(lost) == 30
     taken = sum(s for s, _ in won)
     assert taken <= 8

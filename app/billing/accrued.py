@@ -150,6 +150,13 @@ _OWED_TOTAL_SQL = accrued_sql(
 )
 
 
+_NEGATIVE_SQL = accrued_sql(
+    "true",
+    "SELECT renter_id, MAX(renter_balance) - SUM(amount) AS balance FROM covered "
+    "GROUP BY renter_id HAVING MAX(renter_balance) - SUM(amount) < 0 LIMIT 100",
+)
+
+
 def _params(now: datetime | None) -> dict[str, object]:
     return {
         "until": now or utcnow(),
@@ -179,6 +186,15 @@ def rental_costs(
     """What each active rental of the renter has cost until `now`: posted plus covered accrual."""
     rows = session.execute(text(_COSTS_SQL), {"renter": str(renter_id), **_params(now)}).all()
     return {row.rental_id: quantize(Decimal(row.cost)) for row in rows}
+
+
+def negative_balances(
+    session: Session, *, now: datetime | None = None
+) -> list[tuple[uuid.UUID, Decimal]]:
+    """The renters whose balance at `now` would be below zero (none, when the coverage holds)."""
+    session.execute(text("SET LOCAL jit = off"))
+    rows = session.execute(text(_NEGATIVE_SQL), _params(now)).all()
+    return [(row.renter_id, Decimal(row.balance)) for row in rows]
 
 
 def owed_in_all(session: Session, *, now: datetime | None = None) -> tuple[Decimal, Decimal]:

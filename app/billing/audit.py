@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from app.billing.accrued import owed_in_all
+from app.billing.accrued import negative_balances, owed_in_all
 from app.billing.models import PAYOUTS_PAID_CLERK_ID, PAYOUTS_PENDING_CLERK_ID, PLATFORM_CLERK_ID
 from app.db import utcnow
 from app.money import quantize
@@ -76,7 +76,7 @@ _INVARIANT_QUERIES: dict[str, str] = {
         FROM rentals r JOIN rental_accruals a ON a.rental_id = r.id
         WHERE r.status <> 'active' AND r.billed_amount <> a.billed_amount
         LIMIT 100""",
-    # Every rental that started and paid something has its running bill.
+    # Every rental that started and paid something has its posted bill.
     "billed_rentals_have_an_accrual": """
         SELECT r.id AS rental_id, r.billed_amount FROM rentals r
         WHERE r.billed_amount > 0
@@ -185,9 +185,18 @@ def check_invariants(session: Session) -> dict[str, Any]:
     for name, sql in queries.items():
         for row in session.execute(text(sql), _ACCOUNTS).mappings():
             differences.append({"check": name, **{k: _plain(v) for k, v in row.items()}})
+    # Every balance as the users see it (posted, less what their rentals owe now) is not negative.
+    for user_id, balance in negative_balances(session):
+        differences.append(
+            {
+                "check": "balance_seen_not_negative",
+                "user_id": str(user_id),
+                "balance": _plain(balance),
+            }
+        )
     totals = dict(session.execute(text(_TOTALS_SQL)).mappings().one())
-    # What active rentals owe now (covered by their renters' balances by construction: a renter's
-    # balance as seen never goes below zero) and what their balances could not cover.
+    # What active rentals owe now (covered by their renters' balances) and what those balances
+    # could not cover (waived at the next posting).
     totals["unposted_usage"], totals["uncovered_usage"] = owed_in_all(session)
     if has_payouts:
         totals.update(session.execute(text(_PAYOUT_TOTALS_SQL)).mappings().one())

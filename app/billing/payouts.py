@@ -19,7 +19,7 @@ PAYOUT_HOLD_DAYS (posted `earning` lines). Earnings not posted yet are not in th
 (they reach it at the rental's next posting). Requested payouts are already out of the balance.
 
 Locking. The billing run does not lock account rows; it reads a renter's balance and relies on
-nothing else taking money out of a balance until its UPDATE lands (see _BILL_SQL in
+nothing else taking money out of a balance until its UPDATE lands (see _POST_SQL in
 app/billing/service.py). A payout takes money out, and a host can also be a renter. So every
 payout step first takes the platform account's row lock, the very lock that serialises billing
 runs: a payout waits for a run in progress and a run waits for the payout, so neither reads a

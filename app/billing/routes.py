@@ -34,8 +34,8 @@ class Balance(MethodView):
     @blp.response(200, BalanceSchema)
     @blp.doc(security=BEARER_AUTH)
     def get(self):
-        """Show my balance: posted, less what my running rentals have cost since their last
-        posting."""
+        """Show my balance."""
+        # Posted, less what my running rentals have cost since their last posting.
         return {"balance": accrued.balance_of(db_session(), current_user().id)}
 
 

@@ -109,44 +109,45 @@ def system_account_id(session: Session, clerk_id: str) -> uuid.UUID:
     ).scalar_one()
 
 
-# The periodic tick's first statement: which rentals it must price exactly. Two lean passes over
-# the active rentals (nothing locked, nothing written, no offline history read; separate scans,
-# which cost less than one materialized for both). One bounds from above what each renter owes:
-# every second since the last posting at the full price (offline spells and stop requests only
-# take seconds away; floating point with a margin, as it only has to be an upper bound); the
-# renters whose posted balance less that bound is under a minute of their dearest rental are "at
-# risk", and all their rentals are priced exactly. For every other renter the balance covers all
-# it owes, so nothing is waived and no rental needs stopping. The other finds the rentals whose
-# hour mark (start + whole hours, after the last one posted) is within the posting window. The
-# statement also moves the tick's watermark.
-_ACTIVE_SCAN = """
-    SELECT r.id AS rental_id, r.renter_id, CAST(r.cost_per_hour AS float8) AS price,
-           date_part('epoch', CAST(:until AS timestamptz) - r.start_time) AS age,
-           COALESCE(a.billed_seconds, 0) AS old_seconds,
-           COALESCE(date_part('epoch', a.posted_until - r.start_time), 0) AS posted_age
-    FROM rentals r
-    LEFT JOIN rental_accruals a ON a.rental_id = r.id
-    WHERE r.status = 'active' AND r.start_time IS NOT NULL"""
-_TICK_CHOICE_SQL = f"""
+# The periodic tick's first statement: which rentals it must price exactly. One lean pass over the
+# active rentals, grouped by renter (nothing locked, nothing written, no offline history read):
+# - it bounds from above what each renter owes: every second since the last posting at the full
+#   price (offline spells and stop requests only take seconds away; floating point with a margin,
+#   as it only has to be an upper bound). A renter whose posted balance less that bound is under a
+#   minute of its dearest rental is "at risk": all its rentals are priced exactly. For every other
+#   renter the balance covers all it owes, so nothing is waived and no rental needs stopping;
+# - it finds the rentals whose hour mark (start + whole hours, after the last one posted) is
+#   within the posting window.
+# The statement also moves the tick's watermark.
+_TICK_CHOICE_SQL = """
 WITH watermark AS (
     INSERT INTO billing_watermark (id, ticked_until) VALUES (1, CAST(:until AS timestamptz))
     ON CONFLICT (id) DO UPDATE
     SET ticked_until = GREATEST(billing_watermark.ticked_until, EXCLUDED.ticked_until)
     RETURNING id
 )
-SELECT (SELECT count(*) FROM rentals
-        WHERE status = 'active' AND start_time IS NOT NULL) AS looked,
-       (SELECT count(*) FROM watermark) AS watermarks,
-       (SELECT array_agg(x.renter_id) FROM (
-            SELECT s.renter_id FROM ({_ACTIVE_SCAN}) s
-            JOIN users u ON u.id = s.renter_id
-            GROUP BY s.renter_id, u.balance
-            HAVING CAST(u.balance AS float8)
-                   - SUM(s.price * GREATEST(0, s.age - s.old_seconds) / 3600 + 0.0002)
-                   < MAX(s.price) / 60 + 0.001) x) AS risk,
-       (SELECT array_agg(s.rental_id) FROM ({_ACTIVE_SCAN}) s
-        WHERE s.age >= 3600 AND s.age - 3600 * floor(s.age / 3600) < :post_window
-          AND s.posted_age < 3600 * floor(s.age / 3600)) AS due
+SELECT (SELECT count(*) FROM watermark) AS watermarks,
+       CAST(COALESCE(SUM(g.rentals), 0) AS bigint) AS looked,
+       array_agg(g.renter_id) FILTER (WHERE g.at_risk) AS risk,
+       jsonb_agg(g.due) FILTER (WHERE g.due IS NOT NULL) AS due
+FROM (
+    SELECT s.renter_id, count(*) AS rentals,
+           CAST(u.balance AS float8)
+             - SUM(s.price * GREATEST(0, s.age - s.old_seconds) / 3600 + 0.0002)
+             < MAX(s.price) / 60 + 0.001 AS at_risk,
+           array_agg(s.rental_id) FILTER (
+               WHERE s.age >= 3600 AND s.age - 3600 * floor(s.age / 3600) < :post_window
+                 AND s.posted_age < 3600 * floor(s.age / 3600)) AS due
+    FROM (SELECT r.id AS rental_id, r.renter_id, CAST(r.cost_per_hour AS float8) AS price,
+                 date_part('epoch', CAST(:until AS timestamptz) - r.start_time) AS age,
+                 COALESCE(a.billed_seconds, 0) AS old_seconds,
+                 COALESCE(date_part('epoch', a.posted_until - r.start_time), 0) AS posted_age
+          FROM rentals r
+          LEFT JOIN rental_accruals a ON a.rental_id = r.id
+          WHERE r.status = 'active' AND r.start_time IS NOT NULL) s
+    JOIN users u ON u.id = s.renter_id
+    GROUP BY s.renter_id, u.balance
+) g
 """
 
 # Its second statement, when there is anything to price: the chosen rentals read in full (by key).
@@ -364,7 +365,7 @@ def _post(session: Session, sql: str, params: dict[str, Any], *, skip: str) -> B
 
 def bill_active_rentals(session: Session, *, now: datetime, settings: Settings) -> BillingRun:
     """The periodic tick at `now`: post the rentals whose hour mark has just passed or whose
-    renter can no longer cover what they owe, and say which rentals must stop; at most six
+    renter can no longer cover what they owe, and say which rentals must stop; at most five
     statements, whatever the number of rentals.
 
     Rentals whose row another transaction holds (a rental being ended) are not posted: they post
@@ -374,18 +375,20 @@ def bill_active_rentals(session: Session, *, now: datetime, settings: Settings) 
     # The first statement hashes every live rental once: in memory, not in temporary files. JIT
     # compilation would cost seconds a minute for plans that run in a fraction of that: the
     # planner's cost estimates (the offline history of each rental) set it off otherwise.
-    session.execute(text("SET LOCAL work_mem = '256MB'"))
-    session.execute(text("SET LOCAL jit = off"))
+    session.execute(
+        text("SELECT set_config('work_mem', '256MB', true), set_config('jit', 'off', true)")
+    )
     params = _params(now, settings, final=False, platform_id=platform_id)
     choice = session.execute(text(_TICK_CHOICE_SQL), params).one()
+    due = [rental_id for group in choice.due or [] for rental_id in group]
     run = BillingRun()
-    if choice.due or choice.risk:
+    if due or choice.risk:
         # The chosen rentals are read by key: a cached lookup costs about a sequential page.
-        session.execute(text("SET LOCAL random_page_cost = 1.1"))
+        session.execute(text("SELECT set_config('random_page_cost', '1.1', true)"))
         run = _post(
             session,
             _TICK_SQL,
-            {**params, "due": _ids(choice.due), "risk": _ids(choice.risk)},
+            {**params, "due": due, "risk": _ids(choice.risk)},
             skip="SKIP LOCKED",
         )
     run.looked, run.watermarks = choice.looked, choice.watermarks

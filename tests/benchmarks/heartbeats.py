@@ -1,8 +1,8 @@
 """Heartbeat benchmark: N simulated agents over real WebSockets on loopback, against its floor.
 
 Starts the platform's socket server as production runs it (gunicorn, one gevent worker) on its
-own PostgreSQL and InfluxDB databases (dc_bench_heartbeats) and the spare Redis database of the
-test slot in DC_TEST_SLOT, registers N nodes, then a gevent client process connects N agents
+own PostgreSQL and InfluxDB databases (dc_bench_heartbeats_<slot>) and the spare Redis database
+of the test slot in DC_TEST_SLOT, registers N nodes, then a gevent client process connects N agents
 that each send hello and a heartbeat every 5 s. For a fixed window after everyone is connected
 it prints: agents connected, heartbeats/s sustained, p50/p99/max time from send to visible in
 Redis (polled every 10 ms), heartbeats lost, InfluxDB points and batches, and CPU seconds per
@@ -53,7 +53,7 @@ def bench_redis_db(slot: int) -> int:
     return 2 + slot * 2 if slot < 7 else 15
 
 
-BENCH = "dc_bench_heartbeats"
+BENCH = f"dc_bench_heartbeats_{SLOT}"  # per test slot: runs in other slots use their own
 PG_ADMIN_URL = os.environ.get("TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 ENV = {
     "APP_ENV": "test",

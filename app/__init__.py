@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from types import FunctionType
 from typing import Any
 
 from flask import Flask
@@ -10,6 +12,33 @@ from app.config import Settings, get_settings
 from app.web import install_request_parser
 
 install_request_parser()
+
+
+class PlatformFlask(Flask):
+    """Flask, remembering which hooks and views are plain functions.
+
+    Flask asks `inspect.iscoroutinefunction` of every hook and view it calls, on every request
+    (nine times for GET /me); the answer for a function never changes.
+    """
+
+    _SYNC_CACHE_MAX = 10_000
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._plain: dict[Callable[..., Any], bool] = {}
+
+    def ensure_sync(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        # A bound method (a MethodView's, made per request) is asked about by its function.
+        target = getattr(func, "__func__", func)
+        if not isinstance(target, FunctionType):
+            return super().ensure_sync(func)
+        plain = self._plain.get(target)
+        if plain is None:
+            plain = super().ensure_sync(func) is func
+            if len(self._plain) >= self._SYNC_CACHE_MAX:
+                self._plain.clear()
+            self._plain[target] = plain
+        return func if plain else super().ensure_sync(func)
 
 
 def create_app(settings: Settings | None = None, config: dict[str, Any] | None = None) -> Flask:
@@ -22,7 +51,7 @@ def create_app(settings: Settings | None = None, config: dict[str, Any] | None =
     redact_in_logs(settings.frps_plugin_secret, settings.frps_token)
     db.configure(settings.database_url)
 
-    app = Flask(__name__)
+    app = PlatformFlask(__name__)
     app.config.update(
         DC_SETTINGS=settings,
         MAX_CONTENT_LENGTH=settings.max_content_length,

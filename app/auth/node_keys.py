@@ -9,6 +9,7 @@ import hmac
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from sqlalchemy import bindparam, cast, func, select, update
 from sqlalchemy.dialects.postgresql import ARRAY, UUID
@@ -16,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from app.auth.keys import NODE_KEYS, hash_key
 from app.db import utcnow
-from app.fleet.models import NodeApiKey
+from app.fleet.models import HostNode, NodeApiKey
 
 KEY_PREFIX = NODE_KEYS.prefix
 
@@ -44,17 +45,29 @@ def issue_key(session: Session, *, node_id: uuid.UUID) -> NewKey:
 def verify_key(session: Session, key: str | None) -> uuid.UUID | None:
     """The node id the key belongs to, or None for a missing, unknown or revoked key."""
     found = verify_node_key(session, key)
-    return found[0] if found is not None else None
+    return found.node_id if found is not None else None
 
 
-def verify_node_key(session: Session, key: str | None) -> tuple[uuid.UUID, uuid.UUID] | None:
-    """(node id, key record id) of a valid key, or None for a missing, unknown or revoked key."""
+class NodeKeyMatch(NamedTuple):
+    node_id: uuid.UUID
+    key_id: uuid.UUID  # the key record's id
+    draining: bool  # the node's, read in the same statement (the agent's welcome says it)
+
+
+def verify_node_key(session: Session, key: str | None) -> NodeKeyMatch | None:
+    """The node of a valid key, or None for a missing, unknown or revoked key."""
     if key is None or not NODE_KEYS.looks_like(key):
         return None
     row = session.execute(
-        select(NodeApiKey.id, NodeApiKey.node_id, NodeApiKey.key_hash, NodeApiKey.revoked_at).where(
-            NodeApiKey.prefix == NODE_KEYS.lookup(key)
+        select(
+            NodeApiKey.id,
+            NodeApiKey.node_id,
+            NodeApiKey.key_hash,
+            NodeApiKey.revoked_at,
+            HostNode.draining,
         )
+        .join(HostNode, HostNode.id == NodeApiKey.node_id)
+        .where(NodeApiKey.prefix == NODE_KEYS.lookup(key))
     ).first()
     candidate = hash_key(key)
     if row is None:
@@ -62,7 +75,7 @@ def verify_node_key(session: Session, key: str | None) -> tuple[uuid.UUID, uuid.
         return None
     if not hmac.compare_digest(row.key_hash, candidate) or row.revoked_at is not None:
         return None
-    return row.node_id, row.id
+    return NodeKeyMatch(row.node_id, row.id, bool(row.draining))
 
 
 def dead_key_ids(session: Session, key_ids: Iterable[str]) -> set[str]:

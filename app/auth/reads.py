@@ -20,8 +20,10 @@ from sqlalchemy.orm import Session
 
 from app.db import get_engine, make_engine
 
-POOL_SIZE = 5  # connections kept open per process; up to POOL_OVERFLOW more under a burst
-POOL_OVERFLOW = 45
+# Connections per process, kept open; under a burst (a reconnect storm of agents) callers wait
+# for one rather than open more: a connection opened for a moment and closed again costs the
+# database a new backend each time.
+POOL_SIZE = 16
 
 T = TypeVar("T")
 
@@ -34,7 +36,7 @@ class ReadPool:
             isolation_level="AUTOCOMMIT",
             pool_reset_on_return=None,  # autocommit: no transaction to end
             pool_size=POOL_SIZE,
-            max_overflow=POOL_OVERFLOW,
+            max_overflow=0,
         )
 
     def fetch_one(self, sql: str, params: dict[str, Any]) -> tuple[Any, ...] | None:

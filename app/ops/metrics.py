@@ -51,10 +51,24 @@ HTTP_LATENCY = Histogram(
 _METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 
 
+_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+
 def observe_request(method: str, endpoint: str, status: int, seconds: float) -> None:
-    method = method if method in _METHODS else "OTHER"
-    HTTP_REQUESTS.labels(method, endpoint, str(status)).inc()
-    HTTP_LATENCY.labels(method, endpoint).observe(seconds)
+    # The labelled children, looked up once per (method, endpoint, status) rather than through
+    # labels() on every request: there are as many as routes times statuses, a few hundred.
+    key = (method, endpoint, status)
+    children = _children.get(key)
+    if children is None:
+        label = method if method in _METHODS else "OTHER"
+        children = (
+            HTTP_REQUESTS.labels(label, endpoint, str(status)),
+            HTTP_LATENCY.labels(label, endpoint),
+        )
+        if method in _METHODS:  # any other method is OTHER: not one entry per made-up name
+            _children[key] = children
+    children[0].inc()
+    children[1].observe(seconds)
 
 
 class PlatformCollector:

@@ -27,8 +27,8 @@ def init_app(app: Flask) -> None:
     @app.before_request
     def _start() -> None:
         g.dc_started = time.perf_counter()
-        g.dc_request_id = request_id_from(request.headers.get("X-Request-Id"))
-        correlation_id.set(g.dc_request_id)
+        g.dc_request_id = request_id = request_id_from(request.headers.get("X-Request-Id"))
+        correlation_id.set(request_id)
 
     @app.after_request
     def _finish(response: Response) -> Response:
@@ -36,10 +36,12 @@ def init_app(app: Flask) -> None:
         if started is None:  # a before_request hook before ours answered
             return response
         elapsed = time.perf_counter() - started
-        endpoint = request.url_rule.rule if request.url_rule is not None else "<unmatched>"
-        observe_request(request.method, endpoint, response.status_code, elapsed)
+        rule = request.url_rule
+        endpoint = rule.rule if rule is not None else "<unmatched>"
+        status = response.status_code
+        observe_request(request.method, endpoint, status, elapsed)
         response.headers["X-Request-Id"] = g.dc_request_id
-        level = logging.WARNING if response.status_code >= 500 else logging.INFO
+        level = logging.WARNING if status >= 500 else logging.INFO
         if not log.isEnabledFor(level):  # LOG_LEVEL=WARNING: no line, so build none
             return response
         user = g.get("dc_user") or g.get("dc_account")
@@ -50,7 +52,7 @@ def init_app(app: Flask) -> None:
                 "method": request.method,
                 "path": request.path,
                 "endpoint": endpoint,
-                "status": response.status_code,
+                "status": status,
                 "duration_ms": round(elapsed * 1000, 2),
                 "request_id": g.dc_request_id,
                 "user_id": str(user.id) if user is not None else None,

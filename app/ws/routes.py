@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Blueprint, current_app, g
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.auth.current import bearer_token
@@ -18,7 +17,6 @@ from app.auth.node_keys import verify_node_key
 from app.auth.reads import read_pool
 from app.errors import Unauthorized
 from app.extensions import sock
-from app.fleet.models import HostNode
 from app.proxy.service import tunnel_settings
 from app.ws.bridge import get_bridge
 
@@ -29,7 +27,7 @@ blp = Blueprint("agent_ws", __name__)
 def authenticate_agent() -> None:
     # On the read pool (app/auth/reads.py), not the request-scoped session: that one would stay
     # checked out for as long as the socket lives, and a reconnect storm pays each handshake's
-    # pre-ping, BEGIN and ROLLBACK on top of its three SELECTs.
+    # pre-ping, BEGIN and ROLLBACK on top of its two SELECTs.
     settings = current_app.config["DC_SETTINGS"]
     found = read_pool().run(lambda session: _agent_of(session, bearer_token(), settings))
     if found is None:
@@ -44,18 +42,12 @@ def _agent_of(
     session: Session, key: str | None, settings: Any
 ) -> tuple[str, bool, dict[str, Any], str] | None:
     """(node id, draining, tunnel block, key id) for a valid node key, else None."""
-    verified = verify_node_key(session, key)
-    if verified is None:
-        return None
-    node_id, key_id = verified
-    draining = session.execute(
-        select(HostNode.draining).where(HostNode.id == node_id)
-    ).scalar_one_or_none()
-    if draining is None:
+    found = verify_node_key(session, key)
+    if found is None:
         return None
     # Sent in `welcome` so a restarted agent rebuilds the tunnels of running rentals.
-    tunnel = tunnel_settings(session, node_id=node_id, settings=settings)
-    return str(node_id), bool(draining), tunnel, str(key_id)
+    tunnel = tunnel_settings(session, node_id=found.node_id, settings=settings)
+    return str(found.node_id), found.draining, tunnel, str(found.key_id)
 
 
 @sock.route("/ws/agent", bp=blp)

@@ -2,9 +2,9 @@
 
     python -m tests.benchmarks.rental_latency [--rentals 100]
 
-Builds its own database (dc_bench_rental_latency) by running the migrations, starts the API as
-production runs it (gunicorn, gevent worker) and one Dramatiq worker process, then rents one node
---rentals times in a row (rent, wait until active, stop, wait until the node is free):
+Builds its own database (dc_bench_rental_latency_<slot>) by running the migrations, starts the
+API as production runs it (gunicorn, gevent worker) and one Dramatiq worker process, then rents
+one node --rentals times in a row (rent, wait until active, stop, wait until the node is free):
 
 1. agent receipt: a minimal agent in this process (a real WebSocket client speaking the agent
    protocol: hello, heartbeats, acks) notes when each start_instance frame arrives and answers
@@ -48,7 +48,7 @@ def bench_redis_db(slot: int) -> int:
     return 2 + slot * 2 if slot < 7 else 15
 
 
-DB_NAME = "dc_bench_rental_latency"
+DB_NAME = f"dc_bench_rental_latency_{SLOT}"  # per test slot: runs in other slots use their own
 PG_ADMIN_URL = os.environ.get("TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 PG_URL = f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{DB_NAME}"
 ENV = {

@@ -2,8 +2,8 @@
 
     python -m tests.benchmarks.search [--nodes 10000] [--requests 400]
 
-Builds its own database (dc_bench_search) by running the migrations, bulk-inserts the nodes and
-a week of status history, materialises reliability, then starts the API as production runs it
+Builds its own database (dc_bench_search_<slot>) by running the migrations, bulk-inserts the nodes
+and a week of status history, materialises reliability, then starts the API as production runs it
 (gunicorn, gevent worker) and measures each search end to end through HTTP:
 
 * uncached: the offers version is bumped before every request, so each one runs the query;
@@ -54,7 +54,7 @@ def bench_redis_db(slot: int) -> int:
     return 2 + slot * 2 if slot < 7 else 15
 
 
-DB_NAME = "dc_bench_search"
+DB_NAME = f"dc_bench_search_{SLOT}"  # per test slot: runs in other slots use their own
 PG_ADMIN_URL = os.environ.get("TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 PG_URL = f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{DB_NAME}"
 ENV = {

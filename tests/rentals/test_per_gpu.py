@@ -85,6 +85,22 @@ def start_commands(node_id) -> dict[str, dict]:
     return starts
 
 
+def active_rentals(client, renter, node, sizes) -> list[str]:
+    """Active rentals of `sizes` GPUs on `node`, started in order; their containers are c-1..."""
+    ids = []
+    for size in sizes:
+        response = client.post(
+            "/api/v1/rentals",
+            json=rental_body(node.id, ports=[], gpu_count=size),
+            headers=renter.headers,
+        )
+        assert response.status_code == 202, response.json
+        ids.append(response.json["rental"]["id"])
+        actors.provision_rental.fn(ids[-1])
+        actors.on_instance_started.fn(str(node.id), ids[-1], f"c-{len(ids)}")
+    return ids
+
+
 def rent_concurrently(app, node_id, renters, sizes):
     barrier = threading.Barrier(len(renters))
 
@@ -262,16 +278,7 @@ def test_maintenance_waits_and_an_offline_node_ends_every_rental_on_it(
     client, renter, eight_gpu_node, settings
 ):
     node = eight_gpu_node
-    ids = []
-    for size in (1, 2):
-        response = client.post(
-            "/api/v1/rentals",
-            json=rental_body(node.id, ports=[], gpu_count=size),
-            headers=renter.headers,
-        )
-        ids.append(response.json["rental"]["id"])
-        actors.provision_rental.fn(ids[-1])
-        actors.on_instance_started.fn(str(node.id), ids[-1], f"c-{len(ids)}")
+    ids = active_rentals(client, renter, node, (1, 2))
     assert load_node(node.id).status == NodeStatus.ONLINE  # 5 GPUs free: still on offer
     response = client.patch(
         f"/api/v1/nodes/{node.id}", json={"status": "maintenance"}, headers=node.owner.headers
@@ -294,16 +301,7 @@ def test_a_reconnecting_agent_keeps_every_rental_of_the_node_and_stops_only_stra
     from app.fleet.actors import record_hello
 
     node = eight_gpu_node
-    ids = []
-    for size in (1, 2, 1):
-        response = client.post(
-            "/api/v1/rentals",
-            json=rental_body(node.id, ports=[], gpu_count=size),
-            headers=renter.headers,
-        )
-        ids.append(response.json["rental"]["id"])
-        actors.provision_rental.fn(ids[-1])
-        actors.on_instance_started.fn(str(node.id), ids[-1], f"c-{len(ids)}")
+    ids = active_rentals(client, renter, node, (1, 2, 1))
     stranger = str(uuid.uuid4())
     set_node_status(node.id, NodeStatus.OFFLINE)
     reported = [

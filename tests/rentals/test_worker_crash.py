@@ -6,6 +6,7 @@ import json
 import uuid
 
 from sqlalchemy import text
+from sqlalchemy.orm import Session
 
 from app.db import new_session, session_scope
 from app.enums import NodeStatus, RentalStatus
@@ -28,6 +29,24 @@ def _blocked_on_port_insert() -> bool:
         )
 
 
+def hold_port(port: int, *, renter_id, node_id) -> Session:
+    """A session holding `port` in an uncommitted allocation (of a stand-in rental on `node_id`):
+    a worker that allocates it waits until the session ends."""
+    holder = new_session()
+    squatter = Rental(
+        renter_id=renter_id,
+        node_id=node_id,
+        image="busybox",
+        cost_per_hour=1,
+        status=RentalStatus.PENDING,
+    )
+    holder.add(squatter)
+    holder.flush()
+    holder.add(PortAllocation(port=port, container_port=1, node_id=node_id, rental_id=squatter.id))
+    holder.flush()
+    return holder
+
+
 def test_a_worker_killed_mid_provisioning_leaves_one_allocation_after_redelivery(
     client, renter, online_node, settings
 ):
@@ -41,22 +60,7 @@ def test_a_worker_killed_mid_provisioning_leaves_one_allocation_after_redelivery
 
     # Another transaction holds the only port, uncommitted: the worker's allocation waits on it
     # in the middle of provisioning (node row locked, node marked busy, nothing committed).
-    holder = new_session()
-    squatter = Rental(
-        renter_id=renter.id,
-        node_id=bystander.id,
-        image="busybox",
-        cost_per_hour=1,
-        status=RentalStatus.PENDING,
-    )
-    holder.add(squatter)
-    holder.flush()
-    holder.add(
-        PortAllocation(
-            port=only_port, container_port=1, node_id=bystander.id, rental_id=squatter.id
-        )
-    )
-    holder.flush()
+    holder = hold_port(only_port, renter_id=renter.id, node_id=bystander.id)
 
     env = {
         "PROXY_PORT_RANGE": f"{only_port}-{only_port}",
@@ -129,22 +133,7 @@ def test_a_worker_killed_mid_provisioning_assigns_no_gpu_twice_after_redelivery(
 
     # As above: the only port is held by an uncommitted transaction, so the worker blocks in
     # the middle of provisioning, after it assigned the rental's GPUs.
-    holder = new_session()
-    squatter = Rental(
-        renter_id=renter.id,
-        node_id=bystander.id,
-        image="busybox",
-        cost_per_hour=1,
-        status=RentalStatus.PENDING,
-    )
-    holder.add(squatter)
-    holder.flush()
-    holder.add(
-        PortAllocation(
-            port=only_port, container_port=1, node_id=bystander.id, rental_id=squatter.id
-        )
-    )
-    holder.flush()
+    holder = hold_port(only_port, renter_id=renter.id, node_id=bystander.id)
     env = {
         "PROXY_PORT_RANGE": f"{only_port}-{only_port}",
         "DC_BROKER_HEARTBEAT_TIMEOUT_MS": "1500",

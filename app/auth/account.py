@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, literal_column, select
 from sqlalchemy.dialects import postgresql
+from sqlalchemy.sql.elements import Label
 
 from app.auth.models import User
 from app.auth.reads import read_pool
@@ -30,15 +31,30 @@ class Account:
     clerk_id: str
     email: str | None
     role: Role
-    balance: Decimal
+    balance: Decimal  # posted (app/billing/accrued.py derives what the user sees)
     created_at: datetime
+    # Whether the user has an active rental, whose running cost the balance shown must take off
+    # (True when not known).
+    renting: bool = True
 
     @classmethod
     def of(cls, user: User) -> Account:
         return cls(user.id, user.clerk_id, user.email, user.role, user.balance, user.created_at)
 
 
-_COLUMNS = (User.id, User.clerk_id, User.email, User.role, User.balance, User.created_at)
+# (SQL text: auth does not import the rentals domain.)
+_RENTING: Label[bool] = literal_column(
+    "EXISTS (SELECT 1 FROM rentals r WHERE r.renter_id = users.id AND r.status = 'active')"
+).label("renting")
+_COLUMNS = (
+    User.id,
+    User.clerk_id,
+    User.email,
+    User.role,
+    User.balance,
+    User.created_at,
+    _RENTING,
+)
 _PSYCOPG2 = postgresql.psycopg2.dialect()
 _BY_CLERK_ID = str(
     select(*_COLUMNS).where(User.clerk_id == bindparam("clerk_id")).compile(dialect=_PSYCOPG2)
@@ -49,7 +65,7 @@ _BY_ID = str(select(*_COLUMNS).where(User.id == bindparam("user_id")).compile(di
 def _account(row: tuple | None) -> Account | None:
     if row is None:
         return None
-    user_id, clerk_id, email, role, balance, created_at = row
+    user_id, clerk_id, email, role, balance, created_at, renting = row
     return Account(
         user_id if isinstance(user_id, uuid.UUID) else uuid.UUID(user_id),
         clerk_id,
@@ -57,6 +73,7 @@ def _account(row: tuple | None) -> Account | None:
         Role(role),
         balance,
         created_at,
+        bool(renting),
     )
 
 

@@ -77,8 +77,10 @@ class Me(MethodView):
         """Show the calling user."""
         user = current_account()
         body = me_body(user, is_admin=is_admin(user))  # MeSchema's output
-        # The balance as every reader sees it: posted, less what active rentals have accrued.
-        body["balance"] = to_wire(balance_of(db_session(), user.id))
+        # The balance as every reader sees it: posted, less what active rentals have accrued
+        # (without one, the posted balance is that already).
+        if user.renting:
+            body["balance"] = to_wire(balance_of(db_session(), user.id))
         return jsonify(body)
 
 

@@ -165,31 +165,50 @@ def _disk(nonce: bytes, size_mb: int, path: str) -> tuple[float, str]:
     return size_mb / max(elapsed, 1e-9), digest.hexdigest()
 
 
-def _gpus(gpu_count: int) -> tuple[list[dict[str, Any]] | None, list[str]]:
+def _gpus(
+    gpu_count: int, nonce: bytes, n: int
+) -> tuple[list[dict[str, Any]] | None, list[list[float]], list[str]]:
     """Per-GPU matmul TFLOPS (FP32), VRAM and host-to-device bandwidth, where a CUDA library is
-    in the image; None (never an estimate) where it is not."""
+    in the image; None (never an estimate) where it is not. With them, each GPU's sampled entries
+    of the nonce's matrix product (float64, on that GPU): the proof that the GPU did the work."""
     if gpu_count <= 0:
-        return None, []
+        return None, [], []
     try:
         import torch  # type: ignore[import-not-found]
     except ImportError:
-        return None, ["gpu_benchmark_unavailable: the benchmark image has no CUDA library (torch)"]
+        return (
+            None,
+            [],
+            ["gpu_benchmark_unavailable: the benchmark image has no CUDA library (torch)"],
+        )
     if not torch.cuda.is_available():
-        return None, ["gpu_unavailable: CUDA sees no GPU inside the container"]
-    out = []
+        return None, [], ["gpu_unavailable: CUDA sees no GPU inside the container"]
+
+    import numpy as np  # type: ignore[import-not-found]
+
+    def proof_matrix(name: str) -> Any:
+        values = np.frombuffer(matrix_values(nonce, name, n), dtype=np.float64)
+        return torch.from_numpy(values.reshape(n, n).copy())
+
+    proof_a, proof_b = proof_matrix("A"), proof_matrix("B")
+    positions = sample_positions(nonce, n)
+    out, samples = [], []
+    size = int(os.environ.get("DC_BENCH_GPU_MATRIX", "8192"))
     for index in range(torch.cuda.device_count()):
         device = torch.device("cuda", index)
-        n = 8192
-        a = torch.rand(n, n, device=device)
-        b = torch.rand(n, n, device=device)
+        a = torch.rand(size, size, device=device)
+        b = torch.rand(size, size, device=device)
+        a @ b  # warm-up: cuBLAS picks its kernel outside the clock
         torch.cuda.synchronize(device)
         runs, began = 0, time.perf_counter()
         while time.perf_counter() - began < 2.0:
             a @ b
             runs += 1
             torch.cuda.synchronize(device)
-        tflops = 2.0 * n**3 * runs / (time.perf_counter() - began) / 1e12
+        tflops = 2.0 * size**3 * runs / (time.perf_counter() - began) / 1e12
         host = torch.empty(256 * CHUNK, dtype=torch.uint8).pin_memory()
+        host.to(device)  # warm-up
+        torch.cuda.synchronize(device)
         began = time.perf_counter()
         for _ in range(8):
             host.to(device, non_blocking=True)
@@ -199,7 +218,11 @@ def _gpus(gpu_count: int) -> tuple[list[dict[str, Any]] | None, list[str]]:
         out.append(
             {"index": index, "tflops": round(tflops, 2), "vram_gb": round(vram, 1), "h2d_gbps": h2d}
         )
-    return out, []
+        product = (proof_a.to(device) @ proof_b.to(device)).cpu()
+        samples.append([float(product[i, j]) for i, j in positions])
+        del a, b, host
+        torch.cuda.empty_cache()
+    return out, samples, []
 
 
 def main() -> int:
@@ -227,7 +250,7 @@ def main() -> int:
     # The container's own writable layer, on the disk that rentals use; nobody else is in it.
     rate, digest = _disk(nonce, disk_mb, "/var/tmp/dc-selftest.bin")  # noqa: S108
     measured["disk_write_mbps"] = round(rate, 1)
-    gpus, gpu_failures = _gpus(gpu_count)
+    gpus, gpu_samples, gpu_failures = _gpus(gpu_count, nonce, n)
     failures += gpu_failures
     measured["gpus"] = gpus
     proof = {
@@ -237,6 +260,7 @@ def main() -> int:
         "disk_sha256": digest,
         "matrix": n,
         "cpu_samples": samples,
+        "gpu_samples": gpu_samples,
         **_cgroup_limits(),
     }
     result = {"measured": measured, "failures": failures, "proof": proof}

@@ -108,6 +108,8 @@ class Settings:
     pricing_floor_hourly_rate: Decimal = Decimal("0.0100")
     # Hosts: the self-test benchmark and maintenance windows (docs/hosts.md).
     self_test_image: str = "localhost/dc-bench:latest"
+    # For nodes that declare GPUs: an image with a CUDA library (empty: self_test_image).
+    self_test_gpu_image: str = ""
     self_test_timeout_seconds: int = 900
     self_test_disk_mb: int = 256
     self_test_ram_mb: int = 1024
@@ -243,6 +245,7 @@ SETTINGS: dict[str, Var] = {
         "RELIABILITY_INTERVAL_SECONDS", positive_int, SECONDS, "300"
     ),
     "self_test_image": Var("SELF_TEST_IMAGE", default="localhost/dc-bench:latest"),
+    "self_test_gpu_image": Var("SELF_TEST_GPU_IMAGE", default=""),
     "self_test_timeout_seconds": Var("SELF_TEST_TIMEOUT_SECONDS", positive_int, SECONDS, "900"),
     "self_test_disk_mb": Var("SELF_TEST_DISK_MB", positive_int, "a positive number of MiB", "256"),
     "self_test_ram_mb": Var("SELF_TEST_RAM_MB", positive_int, "a positive number of MiB", "1024"),

@@ -3,6 +3,9 @@
 #   localhost/dc-ssh:latest    bookworm + openssh-server: root login by key only, fresh host keys
 #                              per container (tests, the demo, issue-14 style SSH into rentals)
 #   localhost/dc-bench:latest  bookworm + python3 and numpy (the host self-test benchmark)
+#   localhost/dc-bench-gpu:latest  (only when named) dc-bench + PyTorch with its CUDA libraries
+#                              from PyPI: the benchmark's GPU part, for SELF_TEST_GPU_IMAGE on
+#                              GPU hosts (several GB; the host's driver comes in at run time)
 # Each image carries the hash of its recipe in the label org.distributedcompute.recipe; an image
 # whose label matches is kept, so a second run takes well under a second. Root file systems are
 # written to var/images/<name>-<hash>.tar and re-imported from there when only the engine lost them.
@@ -16,6 +19,7 @@ SUITE=bookworm
 MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 LABEL=org.distributedcompute.recipe
 ALL=(dc-ssh dc-bench)
+OPTIONAL=(dc-bench-gpu)  # built only when named
 
 say() { printf '  %-10s %s\n' "$1" "$2"; }
 die() { printf 'images: %s\n' "$*" >&2; exit 1; }
@@ -42,6 +46,15 @@ recipe_dc_bench() {
   CMD='["/usr/bin/python3"]'
   EXPOSE=
   HOOKS=()
+}
+
+recipe_dc_bench_gpu() {
+  PACKAGES=python3,python3-numpy,python3-pip,ca-certificates
+  CMD='["/usr/bin/python3"]'
+  EXPOSE=
+  HOOKS=(
+    "chroot \"\$1\" python3 -m pip install --quiet --no-cache-dir --break-system-packages torch==2.5.1"
+  )
 }
 
 common_options() {
@@ -102,7 +115,7 @@ for arg in "$@"; do
     --force) FORCE=1 ;;
     --check) CHECK=1 ;;
     -*) die "unknown option $arg" ;;
-    *) [[ " ${ALL[*]} " == *" $arg "* ]] || die "unknown image $arg (known: ${ALL[*]})"; names+=("$arg") ;;
+    *) [[ " ${ALL[*]} ${OPTIONAL[*]} " == *" $arg "* ]] || die "unknown image $arg (known: ${ALL[*]} ${OPTIONAL[*]})"; names+=("$arg") ;;
   esac
 done
 [ ${#names[@]} -gt 0 ] || names=("${ALL[@]}")

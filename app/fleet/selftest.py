@@ -54,6 +54,13 @@ def _limits(specs: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def _image(specs: Mapping[str, Any], settings: Settings) -> str:
+    """The benchmark image: the GPU one (with a CUDA library) for a node that declares GPUs."""
+    if int(specs.get("gpu_count") or 0) > 0 and settings.self_test_gpu_image:
+        return settings.self_test_gpu_image
+    return settings.self_test_image
+
+
 def open_run(session: Session, node_id: uuid.UUID) -> NodeSelfTest | None:
     return session.execute(
         select(NodeSelfTest)
@@ -100,7 +107,7 @@ def request_run(
         "self_test",
         {
             "run_id": str(run.id),
-            "image": settings.self_test_image,
+            "image": _image(node.specs, settings),
             "nonce": run.nonce,
             "expected": dict(node.specs),
             "limits": _limits(node.specs),
@@ -178,10 +185,18 @@ def _proof_failures(
         nonce, int(run.work["disk_mb"])
     ):
         problems.append("proof_invalid: the disk file's digest is not the nonce's")
-    if proof["matrix"] != run.work["matrix"] or not samples_match(
-        proof["cpu_samples"], expected_samples(nonce, int(run.work["matrix"]))
-    ):
+    expected = expected_samples(nonce, int(run.work["matrix"]))
+    if proof["matrix"] != run.work["matrix"] or not samples_match(proof["cpu_samples"], expected):
         problems.append("proof_invalid: the matrix product's samples are wrong")
+    gpus = measured.get("gpus") or []
+    if gpus:  # each measured GPU must have multiplied the nonce's matrices too
+        gpu_samples = proof.get("gpu_samples")
+        if (
+            not isinstance(gpu_samples, list)
+            or len(gpu_samples) != len(gpus)
+            or not all(samples_match(got, expected) for got in gpu_samples)
+        ):
+            problems.append("proof_invalid: the GPUs' matrix product samples are missing or wrong")
     container_id = proof["container_id"]
     if not (
         isinstance(container_id, str)

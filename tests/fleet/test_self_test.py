@@ -108,6 +108,8 @@ def test_a_scripted_agent_with_a_made_up_proof_is_not_verified(agents, node, fle
     assert run.status == "failed"
     assert "proof_invalid: the disk file's digest is not the nonce's" in run.failures
     assert "proof_invalid: the matrix product's samples are wrong" in run.failures
+    # FIGURES claims two GPUs, and the proof has no GPU work at all.
+    assert "proof_invalid: the GPUs' matrix product samples are missing or wrong" in run.failures
     assert node_row(node.id).verified is False
 
 

@@ -19,7 +19,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.sql.elements import Label
 
 from app.auth.models import User
-from app.auth.reads import read_pool
+from app.auth.reads import Prepared, read_pool
 from app.enums import Role
 
 
@@ -56,10 +56,16 @@ _COLUMNS = (
     _RENTING,
 )
 _PSYCOPG2 = postgresql.psycopg2.dialect()
-_BY_CLERK_ID = str(
-    select(*_COLUMNS).where(User.clerk_id == bindparam("clerk_id")).compile(dialect=_PSYCOPG2)
+_BY_CLERK_ID = Prepared.of(
+    "dc_account_by_clerk_id",
+    str(select(*_COLUMNS).where(User.clerk_id == bindparam("clerk_id")).compile(dialect=_PSYCOPG2)),
+    ("clerk_id",),
 )
-_BY_ID = str(select(*_COLUMNS).where(User.id == bindparam("user_id")).compile(dialect=_PSYCOPG2))
+_BY_ID = Prepared.of(
+    "dc_account_by_id",
+    str(select(*_COLUMNS).where(User.id == bindparam("user_id")).compile(dialect=_PSYCOPG2)),
+    ("user_id",),
+)
 
 
 def _account(row: tuple | None) -> Account | None:
@@ -78,8 +84,8 @@ def _account(row: tuple | None) -> Account | None:
 
 
 def account_by_clerk_id(clerk_id: str) -> Account | None:
-    return _account(read_pool().fetch_one(_BY_CLERK_ID, {"clerk_id": clerk_id}))
+    return _account(read_pool().fetch_prepared(_BY_CLERK_ID, clerk_id))
 
 
 def account_by_id(user_id: uuid.UUID) -> Account | None:
-    return _account(read_pool().fetch_one(_BY_ID, {"user_id": str(user_id)}))
+    return _account(read_pool().fetch_prepared(_BY_ID, str(user_id)))

@@ -88,3 +88,36 @@ def test_the_read_pool_survives_its_connections_being_cut(client, user, db):
     assert response.status_code == 200, response.json
     assert response.json["id"] == str(user.id)
     assert account.account_by_id(user.id) is not None
+
+
+def test_the_account_statement_is_prepared_once_per_connection(client, user):
+    pool = account.read_pool()
+    pool.engine.dispose()  # from here on, one connection serves these sequential reads
+    for _ in range(3):
+        found = account.account_by_clerk_id(user.clerk_id)
+        assert found is not None and found.id == user.id
+    checked = pool.engine.raw_connection()
+    try:
+        cursor = checked.cursor()
+        cursor.execute("SELECT name FROM pg_prepared_statements WHERE name LIKE 'dc_%'")
+        names = sorted(row[0] for row in cursor.fetchall())
+        assert names == ["dc_account_by_clerk_id"]  # prepared once, executed three times
+        assert sorted(checked.info["dc_prepared"]) == names
+    finally:
+        checked.close()
+
+
+def test_a_column_type_changed_under_the_prepared_statement_is_not_a_500(client, user, db):
+    assert client.get("/api/v1/me", headers=user.headers).status_code == 200
+    # A migration changes a selected column's type: PostgreSQL refuses the cached plan
+    # ("cached plan must not change result type"); the read goes to a fresh connection.
+    db.execute(text("ALTER TABLE users ALTER COLUMN email TYPE varchar(400)"))
+    db.commit()
+    try:
+        for _ in range(3):
+            response = client.get("/api/v1/me", headers=user.headers)
+            assert response.status_code == 200, response.json
+            assert response.json["id"] == str(user.id)
+    finally:
+        db.execute(text("ALTER TABLE users ALTER COLUMN email TYPE varchar(320)"))
+        db.commit()

@@ -260,8 +260,12 @@ def cpu_per_1k(r: dict[str, Any]) -> float:
     return r["server_cpu_s"] / max(1, r["visible"]) * 1000
 
 
-def report(r: dict[str, Any], floor: dict[str, Any]) -> None:
-    """The platform's figures with the floor's beside them."""
+def report(r: dict[str, Any], floor: dict[str, Any] | None) -> None:
+    """The platform's figures with the floor's beside them (a dash without a floor)."""
+
+    def both(fmt: str, value: Any, floor_value: Any) -> str:
+        return f"{fmt.format(value):>12}{fmt.format(floor_value) if floor else '-':>12}"
+
     print(f"{'':24}{'platform':>12}{'floor':>12}")
     rows = [
         ("agents connected", "connected", "{:.0f}"),
@@ -275,15 +279,17 @@ def report(r: dict[str, Any], floor: dict[str, Any]) -> None:
         ("server CPU s", "server_cpu_s", "{:.2f}"),
         ("client CPU s", "client_cpu_s", "{:.2f}"),
     ]
+    f = floor or {}
     for title, key, fmt in rows:
-        print(f"{title:24}{fmt.format(r[key]):>12}{fmt.format(floor[key]):>12}")
-    print(f"{'caught up after s':24}{_settled(r):>12}{_settled(floor):>12}")
-    print(f"{'server CPU s per 1,000':24}{cpu_per_1k(r):>12.3f}{cpu_per_1k(floor):>12.3f}")
+        print(f"{title:24}{both(fmt, r[key], f.get(key))}")
+    print(f"{'caught up after s':24}{_settled(r):>12}{_settled(floor) if floor else '-':>12}")
+    floor_cpu = cpu_per_1k(floor) if floor else None
+    print(f"{'server CPU s per 1,000':24}{both('{:.3f}', cpu_per_1k(r), floor_cpu)}")
+    floor_share = floor["server_cpu_s"] / floor["window"] * 100 if floor else None
     print(
-        f"{'server % of a core':24}{r['server_cpu_s'] / r['window'] * 100:>12.0f}"
-        f"{floor['server_cpu_s'] / floor['window'] * 100:>12.0f}"
+        f"{'server % of a core':24}{both('{:.0f}', r['server_cpu_s'] / r['window'] * 100, floor_share)}"
     )
-    print(f"{'load average (1 min)':24}{r['loadavg']:>12.2f}{floor['loadavg']:>12.2f}")
+    print(f"{'load average (1 min)':24}{both('{:.2f}', r['loadavg'], f.get('loadavg'))}")
     print(
         f"heartbeats/s sustained  {r['sent'] / r['window']:.1f} "
         f"(target {r['agents'] / r['interval']:.0f}/s)"
@@ -358,24 +364,35 @@ def main() -> None:
 
                 print(top_functions(profile))
         result = runs["platform"]
-        floor = runs.get("floor", result)
-        report(result, floor)
         ok = holds(result)
-        ratio = cpu_per_1k(result) / max(1e-9, cpu_per_1k(floor)) if "floor" in runs else 0.0
-        print(
-            f"holds (p99 < {P99_TARGET_MS:.0f} ms, none lost): {'yes' if ok else 'NO'}; "
-            f"floor holds: {'yes' if holds(floor) else 'NO'}; "
-            f"CPU per heartbeat, platform / floor: {ratio:.2f}\n",
-            flush=True,
-        )
-        bench_lines.append(
+        line = (
             f"BENCH heartbeats agents={count} p99_ms={result['p99_ms']:.1f} "
-            f"lost={result['lost'] + result['dropped']} "
-            f"cpu_per_1k_s={cpu_per_1k(result):.3f} floor_cpu_per_1k_s={cpu_per_1k(floor):.3f} "
-            f"floor_p99_ms={floor['p99_ms']:.1f} floor_lost={floor['lost'] + floor['dropped']} "
-            f"settle_s={_settled(result)} floor_settle_s={_settled(floor)} "
-            f"loadavg={result['loadavg']:.2f} ratio={ratio:.2f} holds={'yes' if ok else 'no'}"
+            f"lost={result['lost'] + result['dropped']} cpu_per_1k_s={cpu_per_1k(result):.3f} "
         )
+        if "floor" in runs:
+            floor = runs["floor"]
+            report(result, floor)
+            ratio = cpu_per_1k(result) / max(1e-9, cpu_per_1k(floor))
+            print(
+                f"holds (p99 < {P99_TARGET_MS:.0f} ms, none lost): {'yes' if ok else 'NO'}; "
+                f"floor holds: {'yes' if holds(floor) else 'NO'}; "
+                f"CPU per heartbeat, platform / floor: {ratio:.2f}\n",
+                flush=True,
+            )
+            line += (
+                f"floor_cpu_per_1k_s={cpu_per_1k(floor):.3f} floor_p99_ms={floor['p99_ms']:.1f} "
+                f"floor_lost={floor['lost'] + floor['dropped']} settle_s={_settled(result)} "
+                f"floor_settle_s={_settled(floor)} loadavg={result['loadavg']:.2f} "
+                f"ratio={ratio:.2f} holds={'yes' if ok else 'no'}"
+            )
+        else:  # --no-floor: the platform's column alone, and no ratio
+            report(result, None)
+            print(f"holds (p99 < {P99_TARGET_MS:.0f} ms, none lost): {'yes' if ok else 'NO'}\n")
+            line += (
+                f"settle_s={_settled(result)} loadavg={result['loadavg']:.2f} ratio=n/a "
+                f"holds={'yes' if ok else 'no'}"
+            )
+        bench_lines.append(line)
         if ok:
             best = count
     if len(counts) > 1:

@@ -18,17 +18,21 @@ from typing import Any
 import redis
 from flask import Flask
 from flask_sock import Sock
+from gevent.queue import Queue
 
 app = Flask(__name__)
-app.config["SOCK_SERVER_OPTIONS"] = {"ping_interval": 25, "max_message_size": 64 * 1024}
+# No ping_interval: a bare server sends no keepalives (the platform's one loop of pings is part
+# of what it is measured with), and simple_websocket's per-read selector would cost the floor more.
+app.config["SOCK_SERVER_OPTIONS"] = {"max_message_size": 64 * 1024}
 sock = Sock(app)
-# Greenlets wait for one of a few dozen connections (as in the platform's bridge), rather than
-# each opening its own and failing past the pool's limit.
-client = redis.Redis(
-    connection_pool=redis.BlockingConnectionPool.from_url(
-        os.environ["REDIS_URL"], max_connections=48, timeout=20, decode_responses=True
-    )
-)
+# Greenlets take one of a few dozen Redis clients of one connection each, and put it back after
+# their HSET. (redis-py 8's BlockingConnectionPool, tried first, lost its connections under the
+# connection storm of 10,000 sockets and then failed every HSET with "No connection available"
+# after its timeout, which dropped half the sockets: a floor that measures a pool bug.)
+REDIS_CLIENTS = 48
+clients: Queue = Queue()
+for _ in range(REDIS_CLIENTS):
+    clients.put(redis.Redis.from_url(os.environ["REDIS_URL"], single_connection_client=True))
 WELCOME = json.dumps({"event": "welcome", "data": {"heartbeat_interval": 5}})
 
 
@@ -44,4 +48,8 @@ def agent(ws: Any) -> None:
         frame = json.loads(ws.receive())
         if frame.get("event") == "heartbeat":
             node_id = frame["data"]["node_id"]
-            client.hset(f"dc:node:{node_id}:live", "last_seen_ms", int(time.time() * 1000))
+            client = clients.get()
+            try:
+                client.hset(f"dc:node:{node_id}:live", "last_seen_ms", int(time.time() * 1000))
+            finally:
+                clients.put(client)

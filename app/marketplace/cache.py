@@ -7,6 +7,7 @@ entries also expire by TTL.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import typing
 from collections.abc import Callable
@@ -22,6 +23,7 @@ log = logging.getLogger(__name__)
 
 OFFERS_VERSION_KEY = "dc:offers:version"
 CACHE_PREFIX = "dc:offers:cache:"
+RAW_PREFIX = CACHE_PREFIX + "raw:"
 
 
 def invalidate_offers() -> None:
@@ -51,10 +53,40 @@ class CachedSearch:
     store: Callable[[], None] | None = None
 
 
+def raw_key(query_string: bytes) -> str:
+    """The cache key of a request's query string exactly as it came (before validation)."""
+    return RAW_PREFIX + hashlib.sha256(query_string).hexdigest()[:40]
+
+
+def raw_hit(redis_client: redis.Redis, query_string: bytes) -> str | None:
+    """The page stored for this exact query string, if it is current; None otherwise.
+
+    Such an entry is stored only for a query string that passed validation and was answered,
+    and the same string validates to the same arguments, so a hit needs no validation: it
+    skips the argument schema and the key's normalization (most of a cached search's time).
+    """
+    try:
+        version, cached = typing.cast(
+            list[str | None], redis_client.mget(OFFERS_VERSION_KEY, raw_key(query_string))
+        )
+    except redis.RedisError:
+        return None  # the validated path reports it
+    if cached is None:
+        return None
+    stamp, _, body = cached.partition("|")
+    return body if stamp == (version or "0") else None
+
+
 def cached_page(
-    key: str, *, redis_client: redis.Redis, ttl_seconds: int, search: Callable[[], str]
+    key: str,
+    *,
+    redis_client: redis.Redis,
+    ttl_seconds: int,
+    search: Callable[[], str],
+    also_key: str | None = None,
 ) -> CachedSearch:
-    """The page under `key` when it is current for the offers version, else `search()`."""
+    """The page under `key` when it is current for the offers version, else `search()`.
+    `also_key` (the raw query string's key) gets the same entry."""
     try:
         # decode_responses=True: the values are text.
         version, cached = typing.cast(list[str | None], redis_client.mget(OFFERS_VERSION_KEY, key))
@@ -62,17 +94,28 @@ def cached_page(
         log.warning("offers cache unavailable; searching without it", exc_info=True)
         return CachedSearch(search())
     version = version or "0"
+    keys = [key]
     if cached is not None:
         stamp, _, body = cached.partition("|")
         if stamp == version:
-            return CachedSearch(body)
-    # The version is read before the query runs: a change committed meanwhile bumps it, and
-    # this entry (stamped with the older version) is never served.
-    body = search()
+            if also_key is None:
+                return CachedSearch(body)
+            keys = []  # already stored under `key`: only the raw key is new
+    else:
+        body = ""
+    if keys:
+        # The version is read before the query runs: a change committed meanwhile bumps it,
+        # and this entry (stamped with the older version) is never served.
+        body = search()
+    if also_key is not None:
+        keys.append(also_key)
 
     def store() -> None:
         try:
-            redis_client.set(key, f"{version}|{body}", ex=ttl_seconds)
+            with redis_client.pipeline(transaction=False) as pipe:
+                for name in keys:
+                    pipe.set(name, f"{version}|{body}", ex=ttl_seconds)
+                pipe.execute()
         except redis.RedisError:
             log.warning("could not store a search in the offers cache", exc_info=True)
 

@@ -25,7 +25,7 @@ from sqlalchemy.engine import Connection
 
 from app.db import get_engine
 from app.errors import ValidationFailed
-from app.marketplace.cache import CACHE_PREFIX, CachedSearch, cached_page
+from app.marketplace.cache import CACHE_PREFIX, CachedSearch, cached_page, raw_key
 from app.marketplace.query import QueryError, Term, parse_query
 from app.marketplace.sql import GPU_FREE, PRICE_PER_GPU, SqlFragments, bounding_box, distance_sql
 from app.pagination import decode_cursor, encode_cursor
@@ -368,14 +368,17 @@ def search_offers_json(
     redis_client: redis.Redis,
     ttl_seconds: int,
     connection: Connection | None = None,
+    query_string: bytes | None = None,
 ) -> CachedSearch:
     """The page from the cache when it is current, else from the database (one autocommit
-    statement: no BEGIN/ROLLBACK round trips for a read)."""
+    statement: no BEGIN/ROLLBACK round trips for a read). With the request's `query_string`
+    (which `args` were validated from), the page is also stored under it (cache.raw_hit)."""
     return cached_page(
         cache_key(args),
         redis_client=redis_client,
         ttl_seconds=ttl_seconds,
         search=lambda: _run_search(args, connection),
+        also_key=None if query_string is None else raw_key(query_string),
     )
 
 

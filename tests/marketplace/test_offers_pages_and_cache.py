@@ -176,3 +176,54 @@ def test_through_a_real_server_the_cache_fills_and_a_busy_node_leaves_it(user, m
         )
         set_status(market["austin-4090"], NodeStatus.BUSY)
         assert offered() == [str(market["nyc-2x4090"])]
+
+
+def test_a_query_string_answered_before_is_served_without_validating_it_again(
+    client, user, market, db, monkeypatch
+):
+    from app.marketplace import schemas
+    from app.marketplace.cache import raw_key
+    from app.redis_client import get_redis
+
+    first = search(client, user, sort="price", gpu_model="4090")
+    raw = client.get(
+        "/api/v1/offers", query_string={"sort": "price", "gpu_model": "4090"}, headers=user.headers
+    ).request.query_string
+    assert get_redis().get(raw_key(raw)) is not None
+    # The same string again: the argument schema is not run (it would fail here).
+    loads = []
+    monkeypatch.setattr(
+        schemas.OfferQueryArgsSchema, "load", lambda *a, **k: loads.append(a) or 1 / 0
+    )
+    assert search(client, user, sort="price", gpu_model="4090") == first
+    assert loads == []
+    # Still behind authentication.
+    assert client.get(f"/api/v1/offers?{raw.decode()}").status_code == 401
+    monkeypatch.undo()
+    # A change through the fleet makes the raw entry stale too.
+    set_status(market["austin-4090"], NodeStatus.BUSY)
+    after = search(client, user, sort="price", gpu_model="4090")
+    assert str(market["austin-4090"]) not in [i["node_id"] for i in after["items"]]
+
+
+def test_a_refused_query_string_is_never_stored_and_is_refused_every_time(client, user, market):
+    from app.marketplace.cache import raw_key
+    from app.redis_client import get_redis
+
+    for _ in range(2):
+        response = client.get(
+            "/api/v1/offers", query_string={"sort": "price", "bogus": "1"}, headers=user.headers
+        )
+        assert response.status_code == 422, response.json
+        raw = response.request.query_string
+        response.close()
+        assert get_redis().get(raw_key(raw)) is None
+
+
+def test_two_spellings_of_one_search_share_its_page_and_each_gets_a_raw_entry(client, user, market):
+    from app.redis_client import get_redis
+
+    one = search(client, user, sort="price", limit="10")
+    other = search(client, user, limit="10", sort="price")  # the same search, spelt otherwise
+    assert one == other
+    assert len(list(get_redis().scan_iter("dc:offers:cache:raw:*"))) == 2

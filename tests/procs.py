@@ -171,23 +171,31 @@ def agent_process(
         raise RuntimeError(f"fake GPUs need {CDI_SPEC}: request the fake_gpu_cdi fixture")
     return Proc(
         name,
-        [
-            sys.executable,
-            "-m",
-            "agent",
-            "--platform-url",
-            url,
-            "--api-key",
-            api_key,
-            "--data-dir",
-            str(data_dir),
-            "--heartbeat-interval",
-            str(heartbeat_interval),
-            "--frpc-bin",
-            "",
-        ],
+        agent_argv(url, api_key, data_dir, heartbeat_interval),
         {"DC_LOG_LEVEL": "INFO", FAKE_GPUS_ENV: str(fake_gpus), **(env or {})},
     )
+
+
+def agent_argv(
+    url: str, api_key: str, data_dir: Path, heartbeat_interval: float, *flags: str
+) -> list[str]:
+    """The command line of a test agent (no frpc unless `flags` name one)."""
+    return [
+        sys.executable,
+        "-m",
+        "agent",
+        "--platform-url",
+        url,
+        "--api-key",
+        api_key,
+        "--data-dir",
+        str(data_dir),
+        "--heartbeat-interval",
+        str(heartbeat_interval),
+        "--frpc-bin",
+        "",
+        *flags,
+    ]
 
 
 def wait_http(url: str, timeout: float = 30.0, proc: Proc | None = None) -> None:

@@ -94,21 +94,18 @@ def cached_page(
         log.warning("offers cache unavailable; searching without it", exc_info=True)
         return CachedSearch(search())
     version = version or "0"
-    keys = [key]
+    hit = None
     if cached is not None:
         stamp, _, body = cached.partition("|")
         if stamp == version:
-            if also_key is None:
-                return CachedSearch(body)
-            keys = []  # already stored under `key`: only the raw key is new
-    else:
-        body = ""
-    if keys:
-        # The version is read before the query runs: a change committed meanwhile bumps it,
-        # and this entry (stamped with the older version) is never served.
-        body = search()
-    if also_key is not None:
-        keys.append(also_key)
+            hit = body
+    if hit is not None and also_key is None:
+        return CachedSearch(hit)
+    # The version is read before the query runs: a change committed meanwhile bumps it, and
+    # an entry stamped with the older version is never served. A hit is only stored under the
+    # raw key (it is under `key` already).
+    body = hit if hit is not None else search()
+    keys = ([] if hit is not None else [key]) + ([also_key] if also_key is not None else [])
 
     def store() -> None:
         try:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +13,7 @@ import pytest
 
 from agent.config import FAKE_GPUS_ENV
 from tests.agent.stand_in import PlatformStandIn
-from tests.procs import ROOT, Proc, wait_until
+from tests.procs import ROOT, Proc, agent_argv, wait_until
 
 IMAGE = "localhost/busybox:latest"
 TEST_KEY = "dcn_test-agent-key-0123456789"
@@ -77,22 +76,7 @@ def start_agent(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Any]
         if fake_gpus:
             request.getfixturevalue("fake_gpu_cdi")
         data = data_dir or tmp_path / f"agent-data-{len(started)}"
-        argv = [
-            sys.executable,
-            "-m",
-            "agent",
-            "--platform-url",
-            url,
-            "--api-key",
-            key,
-            "--data-dir",
-            str(data),
-            "--heartbeat-interval",
-            "0.5",
-            "--frpc-bin",
-            "",
-            *flags,
-        ]  # no frpc unless a test passes one
+        argv = agent_argv(url, key, data, 0.5, *flags)  # no frpc unless a test passes one
         proc = AgentProcess(
             f"agent-{len(started)}",
             argv,

@@ -166,15 +166,19 @@ def test_the_file_is_overridden_by_the_environment_and_the_environment_by_flags(
     assert settings.api_key == KEY  # only in the file
 
 
-def test_confinement_settings_default_to_careful_values_and_can_be_set(tmp_path: Path):
-    base = [
+def _base_args(data_dir: Path) -> list[str]:
+    return [
         "--platform-url",
         "https://dc.example.com",
         "--api-key",
         KEY,
         "--data-dir",
-        str(tmp_path),
+        str(data_dir),
     ]
+
+
+def test_confinement_settings_default_to_careful_values_and_can_be_set(tmp_path: Path):
+    base = _base_args(tmp_path)
     settings = load_settings(base, {})
     assert settings.pids_limit == 4096 and settings.allow_private_registries is False
     config = tmp_path / "config.toml"
@@ -188,14 +192,7 @@ def test_confinement_settings_default_to_careful_values_and_can_be_set(tmp_path:
 
 
 def test_fake_gpus_are_off_by_default_and_set_by_the_environment_file_or_flag(tmp_path: Path):
-    base = [
-        "--platform-url",
-        "https://dc.example.com",
-        "--api-key",
-        KEY,
-        "--data-dir",
-        str(tmp_path),
-    ]
+    base = _base_args(tmp_path)
     assert load_settings(base, {}).fake_gpus == 0
     assert load_settings(base, {"DC_AGENT_FAKE_GPUS": "4"}).fake_gpus == 4
     config = tmp_path / "config.toml"

@@ -360,7 +360,7 @@ def main() -> None:
             )
             if profile is not None and profile.exists():
                 print(f"-- py-spy, {name} worker, {count} agents ({profile})")
-                from tests.benchmarks.profiling import top_functions
+                from tests.profiling import top_functions
 
                 print(top_functions(profile))
         result = runs["platform"]
@@ -417,7 +417,7 @@ def client_main(argv: list[str]) -> None:
     from app.fleet.live import live_key
     from app.fleet.metrics import STATS_KEY
     from app.redis_client import get_redis
-    from tests.benchmarks.profiling import record
+    from tests.profiling import record
 
     # The client holds as many sockets as the server: tune its collector the same way (see
     # deploy/gunicorn.conf.py), or its own pauses end up in the latencies it measures.

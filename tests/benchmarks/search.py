@@ -80,7 +80,7 @@ import psutil  # noqa: E402
 import psycopg2  # noqa: E402
 import psycopg2.extras  # noqa: E402
 
-from tests.benchmarks.profiling import record, top_functions, worker_pid  # noqa: E402
+from tests.profiling import record, top_functions, worker_pid  # noqa: E402
 
 # (model, per-GPU price, VRAM GB, TFLOPS per GPU, weight)
 GPUS = [

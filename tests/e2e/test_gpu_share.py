@@ -17,7 +17,7 @@ import pytest
 import requests
 
 from app.rentals.models import RentalGpu
-from tests.e2e.test_rental_lifecycle import COMMAND, IMAGE, rental_containers
+from tests.e2e.test_rental_lifecycle import IMAGE, rent, rental_containers
 from tests.procs import (
     agent_process,
     api_server,
@@ -103,19 +103,7 @@ def test_two_rentals_share_a_node_each_with_its_gpus_cores_and_memory(
             assert [g["index"] for g in detected["gpus"]] == [0, 1, 2, 3]
 
             for who, name, count in ((renter, "one", 1), (other, "two", 2)):
-                response = requests.post(
-                    f"{api}/rentals",
-                    headers=who.headers,
-                    timeout=10,
-                    json={
-                        "node_id": str(node.id),
-                        "image": IMAGE,
-                        "command": COMMAND,
-                        "gpu_count": count,
-                    },
-                )
-                assert response.status_code == 202, response.text
-                rentals[name] = response.json()["rental"]["id"]
+                rentals[name] = rent(api, who, node.id, gpu_count=count)["id"]
             for name, who in (("one", renter), ("two", other)):
                 wait_until(
                     lambda r=rentals[name], w=who: (

@@ -77,6 +77,18 @@ def _assert_billed_per_second(rental_id: str, done: dict, settings) -> None:
     assert ledger(row.id) == {"usage": total, "earning": total - fee, "fee": fee}
 
 
+def rent(api: str, who, node_id, **body: Any) -> dict[str, Any]:
+    """POST /rentals of IMAGE running COMMAND on `node_id` (with `body`'s fields): the rental."""
+    response = requests.post(
+        f"{api}/rentals",
+        headers=who.headers,
+        timeout=10,
+        json={"node_id": str(node_id), "image": IMAGE, "command": COMMAND, **body},
+    )
+    assert response.status_code == 202, response.text
+    return response.json()["rental"]
+
+
 def agent_process(url: str, api_key: str, data_dir: Path, **options: Any) -> Proc:
     """The real agent for these tests (options: tests.procs.agent_process's, e.g. fake_gpus=4)."""
     return procs.agent_process(url, api_key, data_dir, name="rental-e2e-agent", **options)
@@ -110,20 +122,7 @@ def test_a_renter_rents_a_node_reaches_its_container_and_stops_it(
                     what=f"the node online; agent log:\n{agent.tail()}",
                 )
 
-                response = requests.post(
-                    f"{api}/rentals",
-                    headers=renter.headers,
-                    timeout=10,
-                    json={
-                        "node_id": str(node.id),
-                        "image": IMAGE,
-                        "command": COMMAND,
-                        "env": {"GREETING": "hello"},
-                        "ports": [8080],
-                    },
-                )
-                assert response.status_code == 202, response.text
-                rental = response.json()["rental"]
+                rental = rent(api, renter, node.id, env={"GREETING": "hello"}, ports=[8080])
                 rental_id = rental["id"]
                 assert rental["status"] == "pending"
 

@@ -47,6 +47,27 @@ def hold_port(port: int, *, renter_id, node_id) -> Session:
     return holder
 
 
+def kill_worker_mid_provisioning(port: int, *, renter_id, node_id) -> dict[str, str]:
+    """Start a worker that may use only `port`, held meanwhile by an uncommitted transaction
+    (for `node_id`), and SIGKILL it once it blocks on that port in the middle of provisioning.
+    Returns the worker's environment, for the worker that takes the redelivered message."""
+    holder = hold_port(port, renter_id=renter_id, node_id=node_id)
+    env = {
+        "PROXY_PORT_RANGE": f"{port}-{port}",
+        "DC_BROKER_HEARTBEAT_TIMEOUT_MS": "1500",
+        "DC_BROKER_MAINTENANCE_CHANCE": "1000000",
+    }
+    worker = worker_process(env, name="worker-killed").start()
+    try:
+        wait_until(_blocked_on_port_insert, timeout=30, what="the worker to block mid-provisioning")
+        worker.kill()
+    finally:
+        worker.stop()
+        holder.rollback()
+        holder.close()
+    return env
+
+
 def test_a_worker_killed_mid_provisioning_leaves_one_allocation_after_redelivery(
     client, renter, online_node, settings
 ):
@@ -60,21 +81,7 @@ def test_a_worker_killed_mid_provisioning_leaves_one_allocation_after_redelivery
 
     # Another transaction holds the only port, uncommitted: the worker's allocation waits on it
     # in the middle of provisioning (node row locked, node marked busy, nothing committed).
-    holder = hold_port(only_port, renter_id=renter.id, node_id=bystander.id)
-
-    env = {
-        "PROXY_PORT_RANGE": f"{only_port}-{only_port}",
-        "DC_BROKER_HEARTBEAT_TIMEOUT_MS": "1500",
-        "DC_BROKER_MAINTENANCE_CHANCE": "1000000",
-    }
-    first = worker_process(env, name="worker-killed").start()
-    try:
-        wait_until(_blocked_on_port_insert, timeout=30, what="the worker to block mid-provisioning")
-        first.kill()
-    finally:
-        first.stop()
-        holder.rollback()
-        holder.close()
+    env = kill_worker_mid_provisioning(only_port, renter_id=renter.id, node_id=bystander.id)
 
     assert load_rental(rental_id).status == RentalStatus.PENDING
     assert all_allocations(rental_id) == []
@@ -131,22 +138,8 @@ def test_a_worker_killed_mid_provisioning_assigns_no_gpu_twice_after_redelivery(
     assert response.status_code == 202, response.json
     second = response.json["rental"]["id"]
 
-    # As above: the only port is held by an uncommitted transaction, so the worker blocks in
-    # the middle of provisioning, after it assigned the rental's GPUs.
-    holder = hold_port(only_port, renter_id=renter.id, node_id=bystander.id)
-    env = {
-        "PROXY_PORT_RANGE": f"{only_port}-{only_port}",
-        "DC_BROKER_HEARTBEAT_TIMEOUT_MS": "1500",
-        "DC_BROKER_MAINTENANCE_CHANCE": "1000000",
-    }
-    killed = worker_process(env, name="worker-killed-gpu").start()
-    try:
-        wait_until(_blocked_on_port_insert, timeout=30, what="the worker to block mid-provisioning")
-        killed.kill()
-    finally:
-        killed.stop()
-        holder.rollback()
-        holder.close()
+    # As above: the worker blocks in the middle of provisioning, after it assigned the GPUs.
+    env = kill_worker_mid_provisioning(only_port, renter_id=renter.id, node_id=bystander.id)
 
     assert held_gpus(node.id) == {first: [0, 1]}  # the killed transaction left nothing
 
